@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused import CEFamilyFunction
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -115,8 +117,13 @@ class PixelwiseLoss(nn.Module):
         return logits.to(compute_dtype(logits)), target, ignored
 
     # ------------------------------------------------------------------ evaluation
-    def _elementwise(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _phi(self, ce: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """For losses of the form ``ℓ = φ(CE, y)``: return ``(φ, ∂φ/∂CE)`` (``None`` means 1)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _phi or _elementwise")
+
+    def _elementwise(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Default: ``φ(CE)`` through the fused softmax kernel of :mod:`.fused`."""
+        return CEFamilyFunction.apply(z, y, self._phi)
 
     @staticmethod
     def _ce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -126,7 +133,10 @@ class PixelwiseLoss(nn.Module):
     def elementwise(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int | torch.Tensor]:
         """Return ``(ℓ of shape (N, *S) with 0 at ignored entries, number of counted entries)``."""
         z, y, ignored = self._prepare(logits, target)
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        if torch.is_autocast_enabled(z.device.type):
+            with torch.autocast(device_type=z.device.type, enabled=False):
+                values = self._elementwise(z, y)
+        else:
             values = self._elementwise(z, y)
         if ignored is not None:
             return values.masked_fill(ignored, 0.0), (~ignored).sum()

@@ -39,7 +39,11 @@ class WeightedCrossEntropyLoss(PixelwiseLoss):
             raise ValueError(
                 f"WeightedCrossEntropyLoss: {self.weights.numel()} weights given for logits with {z.shape[1]} classes"
             )
-        return self.weights.to(device=z.device, dtype=z.dtype)[y] * self._ce(z, y)
+        return super()._elementwise(z, y)
+
+    def _phi(self, ce: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w_y = self.weights.to(device=ce.device, dtype=ce.dtype)[y]
+        return w_y * ce, w_y
 
 
 class ClassDependentSoftmaxLoss(PixelwiseLoss):
@@ -51,9 +55,10 @@ class ClassDependentSoftmaxLoss(PixelwiseLoss):
     positives from being punished without limit.  ``1 − p_0`` is evaluated as ``−expm1(−CE)``.
     """
 
-    def _elementwise(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        ce = self._ce(z, y)
-        return torch.where(y == 0, -torch.expm1(-ce), ce)
+    def _phi(self, ce: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        negative = y == 0
+        m = torch.expm1(-ce)  # p_0 − 1 where y = 0
+        return torch.where(negative, -m, ce), torch.where(negative, m + 1.0, torch.ones_like(ce))
 
 
 class HardBootstrapLoss(PixelwiseLoss):

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``robustlabel`` CLI (see :mod:`robustlabel.cli`)."""

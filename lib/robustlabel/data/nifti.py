@@ -1,0 +1,126 @@
+"""NIfTI reading and atomic, byte-reproducible writing (through nibabel).
+
+* :func:`read_nifti` loads the whole voxel array eagerly, so that a corrupt or truncated
+  file fails *here*, with a :class:`NiftiReadError` naming the file, and not later inside a
+  data loader.
+* :func:`write_nifti_atomic` serialises the image in memory, gzips it with a fixed
+  ``mtime = 0`` (the same array and affine always give the same bytes), writes a hidden
+  temporary file in the target directory and renames it into place with :func:`os.replace`.
+  The temporary name ends in ``.tmp``, never in ``.nii``/``.nii.gz``, so a MONAI Label
+  datastore scanning the folder with ``*.nii.gz`` patterns never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+#: gzip level of written files (nibabel's own default: fast, files ~10 % larger than level 9)
+GZIP_LEVEL = 1
+
+
+class NiftiReadError(ValueError):
+    """A NIfTI file could not be read (missing, corrupt, truncated, not NIfTI)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"cannot read NIfTI file {self.path}: {reason}")
+
+
+def strip_nifti_suffix(name: str) -> str:
+    """``"x.nii.gz"`` → ``"x"``; raise ``ValueError`` for a name without a NIfTI suffix."""
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    raise ValueError(f"{name!r} is not a NIfTI file name (expected one of {NIFTI_SUFFIXES})")
+
+
+def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(voxel array, 4×4 affine)`` of a NIfTI-1/2 file.
+
+    The array has the file's on-disk dtype after nibabel's scaling (``scl_slope``/``scl_inter``)
+    and shape ``(X, Y, Z[, C])``; the affine is nibabel's best affine (sform, else qform).
+    Raises :class:`NiftiReadError` naming the file for every read failure.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NiftiReadError(path, "no such file")
+    try:
+        img = nib.load(str(path))
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise NiftiReadError(path, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
+        array = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except NiftiReadError:
+        raise
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise NiftiReadError(path, f"corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+    return array, affine
+
+
+def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, compress: bool = True) -> bytes:
+    """Serialise ``array`` with ``affine`` (written to both sform and qform, code 1 = scanner).
+
+    With ``compress`` the bytes are gzipped with ``mtime = 0`` so they are reproducible.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got shape {affine.shape}")
+    array = np.asarray(array)
+    if array.ndim < 3:
+        raise ValueError(f"a NIfTI volume needs at least 3 dimensions, got shape {array.shape}")
+    img = nib.Nifti1Image(array, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    raw = img.to_bytes()
+    return gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0) if compress else raw
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary path next to ``path``; on success rename it onto ``path``.
+
+    The temporary file is removed when the body raises.  The name ends in ``.tmp`` so that
+    no ``*.nii*`` glob matches it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory + ``os.replace``)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return path
+
+
+def write_nifti_atomic(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
+    """Write ``array`` (``(X, Y, Z[, C])``, its dtype kept) with ``affine`` to ``path`` atomically.
+
+    ``.nii.gz`` paths are gzipped reproducibly, ``.nii`` paths are written uncompressed.
+    """
+    path = Path(path)
+    strip_nifti_suffix(path.name)  # validates the suffix
+    return write_bytes_atomic(path, nifti_bytes(array, affine, compress=path.name.endswith(".gz")))
