@@ -16,7 +16,7 @@ import gzip
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,34 +86,61 @@ def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, compress: bool = True)
     return gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0) if compress else raw
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a hidden temporary path next to ``path``; on success rename it onto ``path``.
-
-    The temporary file is removed when the body raises.  The name ends in ``.tmp`` so that
-    no ``*.nii*`` glob matches it.
-    """
-    path = Path(path)
+def _stage(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a hidden ``.tmp`` file next to ``path``; return the temporary path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(tmp)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary path next to ``path``; when the body succeeds, rename it onto
+    ``path`` with :func:`os.replace`.  The temporary file is removed when the body raises."""
+    path = Path(path)
+    tmp = _stage(path, b"")
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        yield tmp
+        os.replace(tmp, path)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def write_files_atomic(files: Sequence[tuple[str | os.PathLike, bytes]]) -> list[Path]:
+    """Write several files as one unit: all go to temporary files first, then each is
+    renamed into place with :func:`os.replace`, **in the given order**.
+
+    If any write fails, no target is touched and every temporary file is removed.  (The
+    renames themselves are atomic one by one; put the file whose appearance "publishes"
+    the set last.)
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files:
+            path = Path(path)
+            staged.append((_stage(path, data), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    return [path for _, path in staged]
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same directory + ``os.replace``)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return path
+    return write_files_atomic([(path, data)])[0]
+
+
+def nifti_file_bytes(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> bytes:
+    """The bytes of ``path`` holding ``array``/``affine``: gzipped for ``.nii.gz``, raw for ``.nii``."""
+    name = Path(path).name
+    strip_nifti_suffix(name)  # validates the suffix
+    return nifti_bytes(array, affine, compress=name.endswith(".gz"))
 
 
 def write_nifti_atomic(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
@@ -121,6 +148,4 @@ def write_nifti_atomic(path: str | os.PathLike, array: np.ndarray, affine: np.nd
 
     ``.nii.gz`` paths are gzipped reproducibly, ``.nii`` paths are written uncompressed.
     """
-    path = Path(path)
-    strip_nifti_suffix(path.name)  # validates the suffix
-    return write_bytes_atomic(path, nifti_bytes(array, affine, compress=path.name.endswith(".gz")))
+    return write_bytes_atomic(path, nifti_file_bytes(path, array, affine))

@@ -15,10 +15,10 @@ case does not depend on how many cases are written, and the same seed gives the 
   ``d`` from a random centre inside the brain: necrotic core ``d < r_n`` (label 1; absent in
   about a quarter of the cases), enhancing rim ``r_n ≤ d < r_e`` (label 4) and an oedema halo
   ``d < r_e`` or ``d' < r_o`` (label 2, with its own, more irregular distance ``d'``);
-  sizes ``r_o`` = 0.3–0.6 of the smallest brain semi-axis, ``r_e`` = 0.5–0.8 ``r_o``,
-  ``r_n`` = 0.45–0.8 ``r_e``;  all clipped to the brain;
+  sizes ``r_o`` = 0.35–0.65 of the smallest brain semi-axis, ``r_e`` = 0.5–0.8 ``r_o``,
+  ``r_n`` = 0.55–0.85 ``r_e``;  all clipped to the brain;
 * **contrast**: each modality is ``Σ_t f_t · c_{m,t}`` over tissue fractions ``f_t`` (tumour
-  fractions blurred with σ = 0.7 voxel for partial volume) with the relative intensities below
+  fractions blurred with σ = 0.5 voxel for partial volume) with the relative intensities below
   (oedema bright on FLAIR/T2, enhancing rim bright on T1ce, necrosis dark on T1/T1ce and bright
   on T2), times a smooth multiplicative bias field, with Rician noise (σ = 0.03), scaled to a
   modality-specific range and stored as int16 like the real data (≥ 1 inside the brain);
@@ -29,7 +29,7 @@ case does not depend on how many cases are written, and the same seed gives the 
 modality      WM    GM   CSF   oedema   enhanc.   necrosis
 ===========  ====  ====  ====  =======  ========  ========
 FLAIR        0.55  0.65  0.10   1.00     0.80      0.45
-T1ce         0.75  0.55  0.15   0.50     1.30      0.20
+T1ce         0.75  0.55  0.15   0.50     1.60      0.20
 T1           0.80  0.60  0.15   0.45     0.55      0.25
 T2           0.40  0.55  1.00   0.95     0.75      1.10
 ===========  ====  ====  ====  =======  ========  ========
@@ -58,7 +58,7 @@ MIN_SIDE = 16
 TISSUES: tuple[str, ...] = ("wm", "gm", "csf", "oedema", "enhancing", "necrosis")
 CONTRAST: dict[str, tuple[float, ...]] = {
     "flair": (0.55, 0.65, 0.10, 1.00, 0.80, 0.45),
-    "t1ce": (0.75, 0.55, 0.15, 0.50, 1.30, 0.20),
+    "t1ce": (0.75, 0.55, 0.15, 0.50, 1.60, 0.20),
     "t1": (0.80, 0.60, 0.15, 0.45, 0.55, 0.25),
     "t2": (0.40, 0.55, 1.00, 0.95, 0.75, 1.10),
 }
@@ -136,14 +136,14 @@ def make_synthetic_case(shape: Sequence[int], rng: np.random.Generator) -> Synth
     local = (grid - t_centre) @ rotation.T / stretch
     d = np.linalg.norm(local, axis=-1) * (1.0 + 0.12 * _smooth_field(rng, shape, coarse / 2.0))
     d_oedema = d * (1.0 + 0.25 * _smooth_field(rng, shape, coarse / 2.0))
-    r_o = rng.uniform(0.3, 0.6) * semi.min()
+    r_o = rng.uniform(0.35, 0.65) * semi.min()
     r_e = max(rng.uniform(0.5, 0.8) * r_o, 1.5)
-    r_n = rng.uniform(0.45, 0.8) * r_e if rng.random() > 0.25 else 0.0
+    r_n = rng.uniform(0.55, 0.85) * r_e if rng.random() > 0.25 else 0.0
     seg[brain & ((d_oedema < r_o) | (d < r_e))] = TUMOUR_LABELS["oedema"]
     seg[brain & (d < r_e)] = TUMOUR_LABELS["enhancing"]
     seg[brain & (d < r_n)] = TUMOUR_LABELS["necrosis"]
 
-    tumour = {name: gaussian_filter((seg == value).astype(np.float64), 0.7) for name, value in TUMOUR_LABELS.items()}
+    tumour = {name: gaussian_filter((seg == value).astype(np.float64), 0.5) for name, value in TUMOUR_LABELS.items()}
     healthy = np.clip(1.0 - sum(tumour.values()), 0.0, 1.0)
     csf_h = healthy * csf
     fractions = {

@@ -9,7 +9,8 @@ Input items follow docs/CONTRACTS.md::
 Every pipeline starts with
 
 1. ``LoadImaged`` (nibabel) + ``EnsureChannelFirstd``: image ``(4, X, Y, Z)`` float32 and
-   label ``(1, X, Y, Z)``, both ``MetaTensor`` carrying the source affine and shape;
+   label ``(1, X, Y, Z)``, both ``MetaTensor`` carrying the source affine and shape (an image
+   without 4 channels raises a ``ValueError`` naming the file);
 2. :class:`~robustlabel.data.labels.BratsToTrainLabelsd`: label values {0, 1, 2, 4} → {0, 1, 2, 3};
 3. ``NormalizeIntensityd(nonzero=True, channel_wise=True)``: for each modality ``c``,
    ``x_c ← (x_c − μ_c) / σ_c`` over the non-zero voxels of ``x_c`` (the brain mask); the zero
@@ -42,6 +43,7 @@ from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
+    Lambdad,
     LoadImaged,
     NormalizeIntensityd,
     RandFlipd,
@@ -52,7 +54,7 @@ from monai.transforms import (
     Transform,
 )
 
-from .labels import BratsToTrainLabelsd
+from .labels import MODALITIES, BratsToTrainLabelsd
 
 #: TransBTS training crop
 DEFAULT_ROI: tuple[int, int, int] = (128, 128, 128)
@@ -78,11 +80,24 @@ def load_and_normalise(keys: Sequence[str] = ("image", "label"), label_required:
     steps: list[Transform] = [
         LoadImaged(keys=all_keys, reader="NibabelReader", image_only=True, allow_missing_keys=missing_ok),
         EnsureChannelFirstd(keys=all_keys, allow_missing_keys=missing_ok),
+        Lambdad(keys=image_key, func=require_modalities),
     ]
     if label_key:
         steps.append(BratsToTrainLabelsd(keys=label_key, allow_missing_keys=missing_ok))
     steps.append(NormalizeIntensityd(keys=image_key, nonzero=True, channel_wise=True))
     return steps
+
+
+def require_modalities(image: torch.Tensor) -> torch.Tensor:
+    """Pass ``image`` through if it has one channel per modality, else raise ``ValueError``
+    naming the file (e.g. the 3-D display image given instead of ``modalities/<case>``)."""
+    if image.shape[0] != len(MODALITIES):
+        source = getattr(image, "meta", {}).get("filename_or_obj", "<array>")
+        raise ValueError(
+            f"{source}: expected a 4-D image with {len(MODALITIES)} channels {MODALITIES} "
+            f"(X, Y, Z, 4 on disk), got channel-first shape {tuple(image.shape)}"
+        )
+    return image
 
 
 def _ensure_types(image_key: str, label_key: str | None, allow_missing: bool) -> list[Transform]:

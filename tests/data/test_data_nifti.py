@@ -1,0 +1,74 @@
+"""NIfTI I/O: round trip, reproducible bytes, atomic writes, clear errors on bad files."""
+
+from __future__ import annotations
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from robustlabel.data.nifti import (
+    NiftiReadError,
+    atomic_path,
+    read_nifti,
+    write_files_atomic,
+    write_nifti_atomic,
+)
+
+AFFINE = np.array([[-1.0, 0, 0, 3.0], [0, -1.0, 0, 31.0], [0, 0, 1.0, -2.0], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("name", ["x.nii.gz", "x.nii"])
+def test_round_trip_and_nibabel_compatible(tmp_path, name):
+    array = np.arange(8 * 6 * 4 * 2, dtype=np.float32).reshape(8, 6, 4, 2)
+    path = write_nifti_atomic(tmp_path / name, array, AFFINE)
+    back, affine = read_nifti(path)
+    np.testing.assert_array_equal(back, array)
+    np.testing.assert_allclose(affine, AFFINE)
+    img = nib.load(str(path))  # plain nibabel agrees
+    assert img.shape == array.shape and int(img.header["sform_code"]) == 1 and int(img.header["qform_code"]) == 1
+    assert os.listdir(tmp_path) == [name]  # no temporary file left
+
+
+def test_same_input_same_bytes(tmp_path):
+    array = np.random.default_rng(0).integers(0, 5, (10, 9, 8)).astype(np.uint8)
+    a = write_nifti_atomic(tmp_path / "a.nii.gz", array, AFFINE).read_bytes()
+    b = write_nifti_atomic(tmp_path / "b.nii.gz", array, AFFINE).read_bytes()
+    assert a == b
+
+
+def test_truncated_and_garbage_files_name_the_file(tmp_path):
+    path = write_nifti_atomic(tmp_path / "t.nii.gz", np.ones((20, 20, 20), np.float32), AFFINE)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(NiftiReadError, match=r"t\.nii\.gz.*corrupt or truncated"):
+        read_nifti(path)
+    junk = tmp_path / "junk.nii"
+    junk.write_bytes(b"not a nifti file at all")
+    with pytest.raises(NiftiReadError, match="junk.nii"):
+        read_nifti(junk)
+    with pytest.raises(NiftiReadError, match="no such file"):
+        read_nifti(tmp_path / "missing.nii.gz")
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="NIfTI file name"):
+        write_nifti_atomic(tmp_path / "x.png", np.zeros((2, 2, 2)), AFFINE)
+    with pytest.raises(ValueError, match="4x4"):
+        write_nifti_atomic(tmp_path / "x.nii", np.zeros((2, 2, 2)), np.eye(3))
+
+
+def test_failed_group_write_leaves_nothing(tmp_path):
+    (tmp_path / "blocker").write_bytes(b"a file where a folder should be")
+    with pytest.raises(OSError):
+        write_files_atomic([(tmp_path / "a.bin", b"1"), (tmp_path / "blocker" / "b.bin", b"2")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]  # no a.bin, no temporary file
+
+
+def test_atomic_path_removes_temp_on_error(tmp_path):
+    target = tmp_path / "ckpt.pt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
