@@ -1,0 +1,49 @@
+"""The teacher–student engine: the only place with training logic.
+
+* :func:`train` / :class:`TrainConfig` / :class:`TrainResult` (:mod:`.trainer`, :mod:`.config`):
+  train a segmentation network on clinician (CE) and pseudo-labels (robust loss), resumable;
+* :class:`PseudoLabeller`, :class:`StudiesSink`, :class:`PseudoLabelSink`,
+  :func:`pseudo_label_studies` (:mod:`.pseudo_label`): label the unannotated pool with a teacher;
+* :func:`run_teacher_student` / :class:`RoundsConfig` (:mod:`.rounds`): teacher → pseudo-labels →
+  student rounds with held-out evaluation (:func:`evaluate_checkpoint`, :mod:`.evaluate`).
+
+Names are imported lazily, so ``import robustlabel.engine.<module>`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "TrainConfig": "config",
+    "DEFAULT_PSEUDO_PARAMS": "config",
+    "TrainResult": "trainer",
+    "SourceAwareTrainer": "trainer",
+    "train": "trainer",
+    "TrainingRecord": "checkpoint",
+    "load_network": "checkpoint",
+    "sha256_file": "checkpoint",
+    "NoClinicianLabelsError": "datalist",
+    "UnreadableCaseError": "datalist",
+    "PseudoLabeller": "pseudo_label",
+    "PseudoLabelResult": "pseudo_label",
+    "PseudoLabelSink": "pseudo_label",
+    "StudiesSink": "pseudo_label",
+    "ProtectedLabelError": "pseudo_label",
+    "pseudo_label_studies": "pseudo_label",
+    "rank_by_uncertainty": "pseudo_label",
+    "evaluate_checkpoint": "evaluate",
+    "RoundsConfig": "rounds",
+    "RoundsResult": "rounds",
+    "run_teacher_student": "rounds",
+    "split_cases": "rounds",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

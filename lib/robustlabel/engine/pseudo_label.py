@@ -1,0 +1,415 @@
+"""Pool pseudo-labelling: a teacher checkpoint labels every case without a clinician label.
+
+Per case ``x`` the teacher's sliding-window softmax ``p_v = softmax(z_v)`` (float32) gives
+
+* the label ``ŷ_v = argmax_k p_{v,k}``, stored in BraTS values {0, 1, 2, 4} with the shape and
+  affine of the input volume (no resampling happens anywhere in the pipeline);
+* the voxel confidence ``c_v = max_k p_{v,k}`` and entropy ``H_v = −Σ_k p_{v,k} ln p_{v,k}`` (nats,
+  at most ``ln C``), averaged over the predicted tumour ``T = {v : ŷ_v ≠ 0}`` and over the brain
+  ``B = {v : x_v ≠ 0 for some modality}`` (the z-scored modalities keep the zero background);
+* the case ``uncertainty = mean_{v∈T} H_v / ln C ∈ [0, 1]`` (over ``B`` when ``T`` is empty),
+  by which the MONAI Label app ranks cases for the clinician (largest first).
+
+Volumes of equal shape are stacked into batches; a MONAI ``DataLoader`` with workers decompresses
+the next batch while the GPU runs the current one (with autocast when there is a GPU).
+
+Output goes through a :class:`PseudoLabelSink`.  The default :class:`StudiesSink` writes
+``STUDIES/labels/pseudo/<case>.nii.gz`` and the provenance sidecar ``<case>.json`` atomically;
+the MONAI Label app plugs in its own sink that stores through the datastore API.  Two guards keep
+clinician labels untouched: a case with a ``labels/final`` file is skipped (checked before
+inference and again right before writing), and :func:`write_pseudo_label` refuses any path inside
+a ``final`` labels folder.  A case whose sidecar already names the same teacher (SHA-256 of the
+checkpoint file) is skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import DataLoader, list_data_collate
+from tqdm import tqdm
+
+from ..data.labels import BRATS_LABELS, train_to_brats
+from ..data.nifti import write_bytes_atomic, write_nifti_atomic
+from ..data.studies import FINAL, LABELS_DIR, PSEUDO, label_path, unlabeled_datalist
+from ..data.transforms import infer_transforms
+from .checkpoint import network_from_checkpoint, read_checkpoint, sha256_file
+from .config import amp_dtype_for, resolve_device
+from .datalist import CaseDataset, UnreadableCaseError, check_datalist
+from .inference import make_inferer, predict_probabilities
+
+#: the voxel-confidence map stores ``round(c_v · CONFIDENCE_SCALE)`` as uint8
+CONFIDENCE_SCALE = 255
+CONFIDENCE_DIR = "pseudo_confidence"
+#: statuses of a :class:`PseudoLabelResult`
+WRITTEN, SKIPPED_CLINICIAN, SKIPPED_SAME_TEACHER = "written", "skipped_clinician", "skipped_same_teacher"
+
+
+class ProtectedLabelError(PermissionError):
+    """An attempt to write a model output where clinician (``final``) labels live."""
+
+
+# --------------------------------------------------------------------------- guard and writer
+def is_clinician_label_path(path: str | os.PathLike) -> bool:
+    """``True`` when ``path`` lies in a ``final`` labels folder: its (symlink-resolved) parent is
+    named ``final`` or the path contains ``labels/final``."""
+    resolved = Path(path).resolve()
+    parts = resolved.parts
+    in_labels_final = any(a == LABELS_DIR and b == FINAL for a, b in zip(parts, parts[1:]))
+    return resolved.parent.name == FINAL or in_labels_final
+
+
+def guard_not_clinician(path: str | os.PathLike) -> Path:
+    """Return ``path``, or raise :class:`ProtectedLabelError` if it is inside a ``final`` folder."""
+    if is_clinician_label_path(path):
+        raise ProtectedLabelError(f"refusing to write a model output to {path}: it is inside a clinician 'final' labels folder")
+    return Path(path)
+
+
+def write_pseudo_label(path: str | os.PathLike, label: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a pseudo-label NIfTI atomically, never inside a ``final`` folder (see :func:`guard_not_clinician`)."""
+    return write_nifti_atomic(guard_not_clinician(path), label, affine)
+
+
+# --------------------------------------------------------------------------- sinks
+@runtime_checkable
+class PseudoLabelSink(Protocol):
+    """Where pseudo-labels go.  The MONAI Label app implements it on top of its datastore
+    (``save_label(image_id, path, "pseudo", info)``)."""
+
+    def has_clinician_label(self, case: str) -> bool:
+        """Whether ``case`` has a clinician (``final``) label; such a case is never written."""
+
+    def existing_teacher(self, case: str) -> str | None:
+        """SHA-256 of the teacher that made the stored pseudo-label of ``case`` (``None``: none)."""
+
+    def write(
+        self, case: str, label: np.ndarray, affine: np.ndarray, info: dict[str, Any], confidence: np.ndarray | None
+    ) -> str | None:
+        """Store ``label`` (BraTS values, uint8) with ``affine`` and provenance ``info``;
+        return where it went, or ``None`` when the case has a clinician label by now."""
+
+
+class StudiesSink:
+    """Default sink: ``label_dir/<case>.nii.gz`` + ``label_dir/<case>.json`` in a studies folder.
+
+    Args:
+        studies: the studies folder (its ``labels/final`` decides which cases are protected).
+        label_dir: where pseudo-labels go (default ``STUDIES/labels/pseudo``); refused when it
+            is a ``final`` folder.
+        confidence_dir: where optional voxel-confidence maps go (default
+            ``STUDIES/pseudo_confidence``, outside ``labels/`` so no datastore takes them for labels).
+    """
+
+    def __init__(
+        self, studies: str | os.PathLike, label_dir: str | os.PathLike | None = None,
+        confidence_dir: str | os.PathLike | None = None,
+    ) -> None:
+        self.studies = Path(studies)
+        self.label_dir = Path(label_dir) if label_dir is not None else self.studies / LABELS_DIR / PSEUDO
+        guard_not_clinician(self.label_dir / "probe.nii.gz")
+        self.confidence_dir = Path(confidence_dir) if confidence_dir is not None else self.studies / CONFIDENCE_DIR
+        guard_not_clinician(self.confidence_dir / "probe.nii.gz")
+
+    def label_path(self, case: str) -> Path:
+        return self.label_dir / f"{case}.nii.gz"
+
+    def sidecar_path(self, case: str) -> Path:
+        return self.label_dir / f"{case}.json"
+
+    def confidence_path(self, case: str) -> Path:
+        return self.confidence_dir / f"{case}.nii.gz"
+
+    def has_clinician_label(self, case: str) -> bool:
+        return label_path(self.studies, case, FINAL) is not None
+
+    def read_info(self, case: str) -> dict[str, Any] | None:
+        """The sidecar of ``case`` (``None`` when missing or unreadable)."""
+        try:
+            info = json.loads(self.sidecar_path(case).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return info if isinstance(info, dict) else None
+
+    def existing_teacher(self, case: str) -> str | None:
+        info = self.read_info(case)
+        if info is None or not self.label_path(case).is_file():
+            return None
+        return info.get("teacher", {}).get("sha256")
+
+    def all_info(self) -> dict[str, dict[str, Any]]:
+        """``{case: sidecar}`` of every stored pseudo-label (e.g. to rank by ``uncertainty``)."""
+        out = {}
+        for sidecar in sorted(self.label_dir.glob("*.json")):
+            case = sidecar.name[: -len(".json")]
+            info = self.read_info(case)
+            if info is not None and self.label_path(case).is_file():
+                out[case] = info
+        return out
+
+    def write(
+        self, case: str, label: np.ndarray, affine: np.ndarray, info: dict[str, Any], confidence: np.ndarray | None
+    ) -> str | None:
+        if self.has_clinician_label(case):
+            return None
+        # the stale sidecar goes first: a sidecar naming a teacher always describes the label beside it
+        self.sidecar_path(case).unlink(missing_ok=True)
+        path = write_pseudo_label(self.label_path(case), label, affine)
+        info = dict(info)
+        if confidence is not None:
+            conf_path = write_nifti_atomic(guard_not_clinician(self.confidence_path(case)), confidence, affine)
+            info["confidence_map"] = {"path": str(conf_path), "scale": CONFIDENCE_SCALE,
+                                      "meaning": "max softmax probability x scale, rounded, uint8"}
+        write_bytes_atomic(guard_not_clinician(self.sidecar_path(case)), (json.dumps(info, indent=2) + "\n").encode())
+        return str(path)
+
+
+# --------------------------------------------------------------------------- per-case maths
+def region_confidence(max_prob: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor) -> dict[str, float | int | None]:
+    """``{"voxels", "mean_max_prob", "mean_entropy"}`` of the voxels in ``mask`` (means ``None`` if empty)."""
+    count = int(mask.sum())
+    if count == 0:
+        return {"voxels": 0, "mean_max_prob": None, "mean_entropy": None}
+    weights = mask.to(max_prob.dtype)
+    return {
+        "voxels": count,
+        "mean_max_prob": float((max_prob * weights).sum() / count),
+        "mean_entropy": float((entropy * weights).sum() / count),
+    }
+
+
+def summarise_prediction(probs: torch.Tensor, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One case: ``probs`` ``(C, *S)`` softmax, ``image`` ``(M, *S)`` z-scored modalities.
+
+    Returns ``(label in BraTS values (uint8, *S), voxel confidence c_v (float32, *S), stats)``
+    with ``stats`` = voxel counts per BraTS value, confidence over tumour and brain, and the
+    normalised ``uncertainty`` (module docstring).
+    """
+    n_classes = probs.shape[0]
+    max_prob, classes = probs.max(dim=0)
+    entropy = torch.special.entr(probs).sum(dim=0)
+    tumour = classes != 0
+    brain = (image != 0).any(dim=0)
+    counts = torch.bincount(classes.flatten(), minlength=n_classes).tolist()
+    confidence = {"tumour": region_confidence(max_prob, entropy, tumour), "brain": region_confidence(max_prob, entropy, brain)}
+    reference = next((confidence[r] for r in ("tumour", "brain") if confidence[r]["voxels"]), None)
+    mean_entropy = reference["mean_entropy"] if reference else float(entropy.mean())
+    stats = {
+        "voxel_counts": {str(value): int(counts[i]) for i, value in enumerate(BRATS_LABELS[:n_classes])},
+        "confidence": confidence,
+        "entropy_unit": "nats",
+        "max_entropy": math.log(n_classes),
+        "uncertainty": mean_entropy / math.log(n_classes),
+    }
+    label = train_to_brats(classes.to(torch.uint8).cpu().numpy())
+    return label, max_prob.float().cpu().numpy(), stats
+
+
+def shape_batches(shapes: Sequence[tuple[int, ...]], batch_size: int) -> list[list[int]]:
+    """Indices grouped by equal shape (first-appearance order), in chunks of ``batch_size``."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(index)
+    return [idx[i : i + batch_size] for idx in groups.values() for i in range(0, len(idx), batch_size)]
+
+
+def read_geometry(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Spatial shape ``(X, Y, Z)`` and 4×4 affine from a NIfTI header (no voxel data read)."""
+    try:
+        img = nib.load(str(path))
+        shape, affine = tuple(int(s) for s in img.shape[:3]), np.asarray(img.affine, dtype=np.float64)
+    except Exception as exc:
+        raise UnreadableCaseError(f"cannot read the header of {path}: {type(exc).__name__}: {exc}") from exc
+    if len(shape) != 3:
+        raise UnreadableCaseError(f"{path} is not a 3-D/4-D volume (shape {img.shape})")
+    return shape, affine  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- labeller
+@dataclass
+class PseudoLabelResult:
+    """Outcome for one case: ``status`` is ``written``, ``skipped_clinician`` or
+    ``skipped_same_teacher``; ``info`` is the sidecar (``None`` when skipped)."""
+
+    case: str
+    status: str
+    location: str | None = None
+    info: dict[str, Any] | None = None
+
+    @property
+    def uncertainty(self) -> float | None:
+        """Normalised mean entropy in the predicted tumour (see module docstring)."""
+        return None if self.info is None else self.info["uncertainty"]
+
+
+def rank_by_uncertainty(infos: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, float]]:
+    """``[(case, uncertainty), …]`` most uncertain first, from ``{case: sidecar}``."""
+    return sorted(((c, float(i["uncertainty"])) for c, i in infos.items()), key=lambda t: (-t[1], t[0]))
+
+
+class PseudoLabeller:
+    """Label a pool of cases with one teacher checkpoint.
+
+    Args:
+        checkpoint: an engine checkpoint (``best.pt``/``last.pt``); its SHA-256 identifies the teacher.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
+        batch_size: volumes (of equal shape) per forward pass.
+        sw_batch_size, overlap: sliding-window settings (default: the checkpoint's config).
+        num_workers: data-loader workers decompressing the next volumes.
+        amp, amp_dtype: autocast on CUDA (bf16 where supported, else fp16).
+        save_confidence: also store the voxel-confidence map ``c_v``.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        *,
+        device: str = "auto",
+        batch_size: int = 2,
+        sw_batch_size: int | None = None,
+        overlap: float | None = None,
+        num_workers: int = 4,
+        amp: bool = True,
+        amp_dtype: str = "auto",
+        save_confidence: bool = False,
+    ) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.checkpoint = Path(checkpoint)
+        self.device = resolve_device(device)
+        stored = read_checkpoint(self.checkpoint, self.device)
+        self.network, self.config = network_from_checkpoint(stored, self.device)
+        record = stored["record"]
+        self.teacher = {
+            "checkpoint": str(self.checkpoint.resolve()),
+            "sha256": sha256_file(self.checkpoint),
+            "epoch": int(record.get("best_epoch", 0)) or (record["history"][-1]["epoch"] if record.get("history") else 0),
+            "pseudo_loss": self.config.pseudo_loss,
+        }
+        self.amp_dtype = amp_dtype_for(self.device, amp, amp_dtype)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.save_confidence = bool(save_confidence)
+        self.inferer = make_inferer(
+            self.config.resolved_roi_size,
+            sw_batch_size or self.config.sw_batch_size,
+            self.config.sw_overlap if overlap is None else overlap,
+        )
+
+    @property
+    def teacher_sha256(self) -> str:
+        return self.teacher["sha256"]
+
+    def label(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        sink: PseudoLabelSink,
+        *,
+        progress: bool = True,
+        callback: Callable[[PseudoLabelResult], None] | None = None,
+    ) -> list[PseudoLabelResult]:
+        """Pseudo-label ``items`` (``{"image": 4-D modalities path, "case": id}``) into ``sink``.
+
+        Cases with a clinician label or already labelled by this teacher are skipped without
+        being read.  Returns one result per item, in input order; ``callback`` sees each result
+        as soon as it is known.
+        """
+        items = check_datalist(items, "pseudo-label pool", need_label=False)
+        results: dict[int, PseudoLabelResult] = {}
+        todo = []
+        bar = tqdm(total=len(items), desc="pseudo-label", unit="case", disable=not progress)
+
+        def report(index: int, result: PseudoLabelResult) -> None:
+            results[index] = result
+            bar.update(1)
+            if callback is not None:
+                callback(result)
+
+        for index, item in enumerate(items):
+            if sink.has_clinician_label(item["case"]):
+                report(index, PseudoLabelResult(item["case"], SKIPPED_CLINICIAN))
+            elif sink.existing_teacher(item["case"]) == self.teacher_sha256:
+                report(index, PseudoLabelResult(item["case"], SKIPPED_SAME_TEACHER))
+            else:
+                todo.append(index)
+        geometry = {i: read_geometry(items[i]["image"]) for i in todo}
+        batches = shape_batches([geometry[i][0] for i in todo], self.batch_size)
+        pending = [items[i] for i in todo]
+        try:
+            if pending:
+                loader = DataLoader(
+                    CaseDataset(pending, infer_transforms()),
+                    batch_sampler=batches,
+                    num_workers=min(self.num_workers, len(batches), os.cpu_count() or 1),
+                    collate_fn=list_data_collate,
+                    pin_memory=self.device.type == "cuda",
+                )
+                for batch_indices, batch in zip(batches, loader):
+                    images = batch["image"].to(self.device, non_blocking=True)
+                    probs = predict_probabilities(self.network, images, self.inferer, self.amp_dtype)
+                    for b, local in enumerate(batch_indices):
+                        index = todo[local]
+                        report(index, self._store(items[index], probs[b], images[b], geometry[index], sink))
+        finally:
+            bar.close()
+        return [results[i] for i in range(len(items))]
+
+    def _store(
+        self,
+        item: Mapping[str, Any],
+        probs: torch.Tensor,
+        image: torch.Tensor,
+        geometry: tuple[tuple[int, int, int], np.ndarray],
+        sink: PseudoLabelSink,
+    ) -> PseudoLabelResult:
+        shape, affine = geometry
+        label, max_prob, stats = summarise_prediction(probs, image)
+        if tuple(label.shape) != shape:  # the inference transforms never resample; guard anyway
+            raise RuntimeError(f"case {item['case']}: prediction shape {label.shape} != source shape {shape}")
+        info = {
+            "case": item["case"],
+            "image": str(item["image"]),
+            "tag": PSEUDO,
+            "teacher": dict(self.teacher),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "label_values": list(BRATS_LABELS),
+            **stats,
+            "shape": list(shape),
+            "affine": np.asarray(affine).tolist(),
+            "inference": {
+                "roi_size": list(self.inferer.roi_size),
+                "sw_overlap": float(self.inferer.overlap),
+                "device": str(self.device),
+                "amp_dtype": None if self.amp_dtype is None else str(self.amp_dtype).replace("torch.", ""),
+            },
+        }
+        confidence = np.rint(max_prob * CONFIDENCE_SCALE).astype(np.uint8) if self.save_confidence else None
+        location = sink.write(item["case"], label, affine, info, confidence)
+        if location is None:
+            return PseudoLabelResult(item["case"], SKIPPED_CLINICIAN)
+        return PseudoLabelResult(item["case"], WRITTEN, location, info)
+
+
+def pseudo_label_studies(
+    studies: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    *,
+    sink: PseudoLabelSink | None = None,
+    progress: bool = True,
+    callback: Callable[[PseudoLabelResult], None] | None = None,
+    **labeller_options: Any,
+) -> list[PseudoLabelResult]:
+    """Pseudo-label every case of ``studies`` without a ``final`` label (default sink:
+    :class:`StudiesSink`); ``labeller_options`` go to :class:`PseudoLabeller`."""
+    labeller = PseudoLabeller(checkpoint, **labeller_options)
+    return labeller.label(unlabeled_datalist(studies), sink or StudiesSink(studies), progress=progress, callback=callback)

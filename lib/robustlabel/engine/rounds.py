@@ -1,0 +1,294 @@
+"""Teacher–student rounds on a studies folder (Cui et al., Sec. 2.2), with held-out evaluation.
+
+1. **Split** the clinician-labelled (``final``) cases, sorted by id, with a permutation drawn
+   from ``numpy.random.default_rng(split_seed)``: ``n_test = max(1, ⌊0.2·n + ½⌋)`` held-out
+   test cases, ``n_val = max(1, ⌊0.1·n + ½⌋)`` validation cases (model selection), the rest for
+   training (at least 1, so at least 3 clinician-labelled cases are needed).  The fractions
+   follow the seed paper's BraTS split 200 / 28 / 57 ≈ 70 / 10 / 20 %.
+2. **Round 0, teacher**: CE on the training ``final`` labels only ("lower bound" of the paper).
+3. **Pseudo-label** every case without a ``final`` label (the pool) with the teacher's
+   ``best.pt`` (:class:`~robustlabel.engine.pseudo_label.PseudoLabeller`).
+4. **Round k ≥ 1, student**: trained from scratch on the training ``final`` labels (CE) and the
+   pool's pseudo-labels (the robust loss, e.g. GCE with q = 0.7).  With ``rounds > 1`` the
+   student of round k is the teacher of round k + 1 (steps 3–4 again).
+5. Every round's ``best.pt`` is scored on the held-out test cases (WT/TC/ET Dice and HD95).
+
+Output in ``out_dir``: ``split.json``, ``round_0_teacher/``, ``round_<k>_student/`` (each a
+:func:`~robustlabel.engine.train` run folder), ``results.json`` (config, split, per-case and
+summary scores per round), ``results.csv`` (one row per round) and ``results.md`` (the table).
+Everything resumes: training from ``last.pt``, pseudo-labelling by skipping cases already
+labelled by the same teacher.  The clinician ``final`` files are hashed before and after; a
+change raises ``RuntimeError`` (it cannot happen through this code, see the writer's guard).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.labels import REGIONS
+from ..data.nifti import write_bytes_atomic
+from ..data.studies import FINAL, PSEUDO, studies_datalist, unlabeled_datalist
+from ..losses import get_loss
+from .checkpoint import sha256_file
+from .config import TrainConfig
+from .datalist import require_clinician_labels
+from .evaluate import evaluate_checkpoint
+from .pseudo_label import WRITTEN, SKIPPED_SAME_TEACHER, PseudoLabeller, StudiesSink
+from .trainer import EpochCallback, TrainResult, train
+
+VAL_FRACTION = 0.1
+TEST_FRACTION = 0.2
+SPLIT_NAME = "split.json"
+RESULTS_NAME = "results"
+
+Event = dict[str, Any]
+
+
+@dataclass
+class RoundsConfig:
+    """Settings of :func:`run_teacher_student`.
+
+    Attributes:
+        train: the training recipe of every round; the teacher uses it with CE on its
+            (clinician-only) data, students with ``train.pseudo_loss``/``pseudo_params``.
+        rounds: student rounds ``K ≥ 1``.
+        val_fraction, test_fraction: of the clinician-labelled cases (module docstring).
+        split_seed: seed of the split.
+        pseudo_dir: where pseudo-labels go (default ``STUDIES/labels/pseudo``).
+        pseudo_batch_size: volumes per pseudo-labelling forward pass.
+        save_confidence: also store voxel-confidence maps.
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rounds: int = 1
+    val_fraction: float = VAL_FRACTION
+    test_fraction: float = TEST_FRACTION
+    split_seed: int = 0
+    pseudo_dir: str | None = None
+    pseudo_batch_size: int = 2
+    save_confidence: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ValueError(f"rounds must be an int >= 1, got {self.rounds!r}")
+        for name in ("val_fraction", "test_fraction"):
+            value = float(getattr(self, name))
+            if not 0 < value < 1:
+                raise ValueError(f"{name} must lie in (0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be < 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["train"] = self.train.to_dict()
+        return out
+
+
+@dataclass
+class RoundResult:
+    """One round: its training run, pseudo-label counts and held-out scores."""
+
+    round: int
+    role: str
+    loss: str
+    train_final: int
+    train_pseudo: int
+    train: TrainResult
+    test_rows: list[dict[str, Any]]
+    test_summary: dict[str, dict[str, float]]
+
+    def row(self) -> dict[str, Any]:
+        """Flat summary: Dice/HD95 mean and std per region, validation score, checkpoint."""
+        out: dict[str, Any] = {
+            "round": self.round, "role": self.role, "loss": self.loss,
+            "train_final": self.train_final, "train_pseudo": self.train_pseudo,
+            "best_epoch": self.train.best_epoch, "val_mean_dice": self.train.best_metric,
+        }
+        for key, stats in self.test_summary.items():
+            out[f"{key}_mean"], out[f"{key}_std"] = stats["mean"], stats["std"]
+        out["test_cases"] = len(self.test_rows)
+        out["checkpoint"] = str(self.train.best_checkpoint)
+        return out
+
+
+@dataclass
+class RoundsResult:
+    out_dir: Path
+    split: dict[str, list[str]]
+    rounds: list[RoundResult]
+    markdown: str
+
+
+# --------------------------------------------------------------------------- split
+def split_cases(
+    cases: Sequence[str], val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION, seed: int = 0
+) -> dict[str, list[str]]:
+    """Deterministic ``{"train", "val", "test"}`` split of ``cases`` (module docstring, step 1)."""
+    ordered = sorted(set(cases))
+    n = len(ordered)
+    n_test = max(1, math.floor(test_fraction * n + 0.5))
+    n_val = max(1, math.floor(val_fraction * n + 0.5))
+    if n - n_test - n_val < 1:
+        raise ValueError(
+            f"need at least 3 clinician-labelled cases (1 train, 1 validation, 1 held-out test), got {n}"
+        )
+    perm = [ordered[i] for i in np.random.default_rng(int(seed)).permutation(n)]
+    return {"train": sorted(perm[n_test + n_val:]), "val": sorted(perm[n_test:n_test + n_val]), "test": sorted(perm[:n_test])}
+
+
+def _stable_split(out: Path, split: dict[str, list[str]]) -> None:
+    """Write ``split.json``, or check that an earlier run of ``out`` used the same split."""
+    path = out / SPLIT_NAME
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != split:
+            raise ValueError(
+                f"{path} holds a different split of the clinician-labelled cases (the studies' final labels or the "
+                f"split seed changed); use a new out_dir"
+            )
+        return
+    write_bytes_atomic(path, (json.dumps(split, indent=2) + "\n").encode())
+
+
+def clinician_label_hashes(studies: str | os.PathLike) -> dict[str, str]:
+    """``{file name: sha256}`` of every file in ``STUDIES/labels/final``."""
+    folder = Path(studies) / "labels" / FINAL
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()} if folder.is_dir() else {}
+
+
+# --------------------------------------------------------------------------- report
+def loss_label(config: TrainConfig, role: str) -> str:
+    """``"ce"`` for a teacher, else e.g. ``"ce + gce(q=0.7)"``."""
+    if role == "teacher":
+        return "ce"
+    params = ", ".join(f"{k}={v:g}" for k, v in sorted(config.resolved_pseudo_params.items()))
+    weight = "" if config.pseudo_weight == 1 else f"{config.pseudo_weight:g}·"
+    return f"ce + {weight}{config.pseudo_loss}({params})"
+
+
+def _mean_std(summary: Mapping[str, Mapping[str, float]], key: str) -> str:
+    stats = summary.get(key)
+    if not stats or not math.isfinite(stats["mean"]):
+        return "n/a"
+    return f"{stats['mean']:.4f} ± {stats['std']:.4f}"
+
+
+def format_markdown(results: Sequence[RoundResult]) -> str:
+    """Markdown table: one row per round, held-out Dice mean ± std per region."""
+    head = ["round", "model", "loss", "final", "pseudo", *(f"Dice {r}" for r in REGIONS), "HD95 WT (mm)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [str(r.round), r.role, r.loss, str(r.train_final), str(r.train_pseudo)]
+        cells += [_mean_std(r.test_summary, f"dice_{region}") for region in REGIONS]
+        cells.append(_mean_std(r.test_summary, "hd95_WT"))
+        lines.append("| " + " | ".join(cells) + " |")
+    n_test = len(results[0].test_rows) if results else 0
+    lines.append(f"\nHeld-out test cases: {n_test}; mean ± std over cases.")
+    return "\n".join(lines)
+
+
+def _write_reports(out: Path, config: RoundsConfig, split: dict, results: Sequence[RoundResult], markdown: str) -> None:
+    rows = [r.row() for r in results]
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomic(out / f"{RESULTS_NAME}.csv", buffer.getvalue().encode())
+    payload = {
+        "config": config.to_dict(),
+        "split": split,
+        "rounds": [{**r.row(), "test_summary": r.test_summary, "test_cases": r.test_rows, "history": r.train.history}
+                   for r in results],
+    }
+    write_bytes_atomic(out / f"{RESULTS_NAME}.json", (json.dumps(payload, indent=2, default=str) + "\n").encode())
+    write_bytes_atomic(out / f"{RESULTS_NAME}.md", (markdown + "\n").encode())
+
+
+# --------------------------------------------------------------------------- rounds
+def run_teacher_student(
+    studies: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: RoundsConfig | None = None,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    on_event: Callable[[Event], None] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> RoundsResult:
+    """Run the teacher and ``config.rounds`` student rounds on ``studies`` (module docstring).
+
+    ``on_event`` receives ``{"stage": "split"|"train"|"pseudo-label"|"evaluate"|"done", "round": k, …}``;
+    ``on_epoch`` is passed to :func:`~robustlabel.engine.train`.
+    """
+    config = config or RoundsConfig()
+    get_loss(config.train.pseudo_loss, **config.train.resolved_pseudo_params)  # fail fast on a bad loss
+    studies, out = Path(studies), Path(out_dir)
+    emit = on_event or (lambda event: None)
+    before = clinician_label_hashes(studies)
+    final_items = {item["case"]: item for item in studies_datalist(studies, sources=(FINAL,))}
+    require_clinician_labels(list(final_items.values()), role=f"studies folder {studies}")
+    split = split_cases(list(final_items), config.val_fraction, config.test_fraction, config.split_seed)
+    out.mkdir(parents=True, exist_ok=True)
+    _stable_split(out, split)
+    emit({"stage": "split", "round": 0, **{k: len(v) for k, v in split.items()}})
+    train_final = [final_items[c] for c in split["train"]]
+    val_items = [final_items[c] for c in split["val"]]
+    test_items = [final_items[c] for c in split["test"]]
+    sink = StudiesSink(studies, label_dir=config.pseudo_dir)
+    device = config.train.device
+
+    results: list[RoundResult] = []
+    teacher_config = config.train.replace(pseudo_loss="ce", pseudo_params={}, pseudo_weight=1.0)
+    pseudo_items: list[dict[str, Any]] = []
+    for k in range(config.rounds + 1):
+        role = "teacher" if k == 0 else "student"
+        round_config = teacher_config if k == 0 else config.train
+        if k > 0:
+            emit({"stage": "pseudo-label", "round": k, "teacher": str(results[-1].train.best_checkpoint)})
+            pseudo_items = _pseudo_label_pool(studies, results[-1].train.best_checkpoint, sink, config, progress)
+        emit({"stage": "train", "round": k, "role": role, "final": len(train_final), "pseudo": len(pseudo_items)})
+        run = train(train_final + pseudo_items, val_items, out / f"round_{k}_{role}", round_config,
+                    resume=resume, progress=progress, on_epoch=on_epoch)
+        emit({"stage": "evaluate", "round": k, "checkpoint": str(run.best_checkpoint)})
+        rows, summary = evaluate_checkpoint(run.best_checkpoint, test_items, device=device,
+                                            num_workers=config.train.num_workers, amp=config.train.amp, progress=progress)
+        results.append(RoundResult(k, role, loss_label(round_config, role), len(train_final), len(pseudo_items),
+                                   run, rows, summary))
+        markdown = format_markdown(results)
+        _write_reports(out, config, split, results, markdown)
+
+    after = clinician_label_hashes(studies)
+    if after != before:
+        changed = sorted(set(before) ^ set(after) | {n for n in before if after.get(n) != before[n]})
+        raise RuntimeError(f"clinician labels changed during the run: {changed}")
+    emit({"stage": "done", "round": config.rounds, "results": str(out / f"{RESULTS_NAME}.json")})
+    return RoundsResult(out_dir=out, split=split, rounds=results, markdown=markdown)
+
+
+def _pseudo_label_pool(
+    studies: Path, teacher: Path, sink: StudiesSink, config: RoundsConfig, progress: bool
+) -> list[dict[str, Any]]:
+    """Pseudo-label the pool with ``teacher``; return the student's pseudo items."""
+    labeller = PseudoLabeller(
+        teacher, device=config.train.device, batch_size=config.pseudo_batch_size,
+        num_workers=config.train.num_workers, amp=config.train.amp, amp_dtype=config.train.amp_dtype,
+        save_confidence=config.save_confidence,
+    )
+    pool = unlabeled_datalist(studies)
+    results = labeller.label(pool, sink, progress=progress)
+    return [
+        {"image": str(item["image"]), "label": str(sink.label_path(r.case)), "source": PSEUDO, "case": r.case}
+        for item, r in zip(pool, results)
+        if r.status in (WRITTEN, SKIPPED_SAME_TEACHER)
+    ]

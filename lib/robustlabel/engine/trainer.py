@@ -1,0 +1,480 @@
+"""Train a segmentation network on clinician and pseudo-labels: :func:`train`.
+
+One training step on a batch ``{(x_n, y_n, s_n)}`` with label source ``s_n ∈ {final, pseudo}``
+minimises :class:`~robustlabel.losses.SourceAwareLoss`
+
+.. math:: L = \\frac{1}{|V|}\\Big(\\sum_{n: s_n = final} \\sum_v CE(z_{n,v}, y_{n,v})
+          + w \\sum_{n: s_n = pseudo} \\sum_v ℓ_{robust}(z_{n,v}, y_{n,v})\\Big)
+
+with Adam (``lr_0 = 2e-4``, weight decay 1e-5, AMSGrad) and the poly decay
+``lr_e = lr_0 (1 − e/E)^{0.9}`` per epoch (torch ``PolynomialLR``), as the official TransBTS.
+
+Machinery (MONAI ignite engines and handlers):
+
+* :class:`SourceAwareTrainer` (a minimal ``SupervisedTrainer`` subclass) runs the steps, with
+  autocast + ``GradScaler`` on CUDA (bf16 where supported; the scaler is only active for fp16);
+* ``SupervisedEvaluator`` + ``SlidingWindowInferer`` validate WT/TC/ET Dice (MONAI
+  ``DiceMetric`` on ``ConvertToMultiChannelBasedOnBratsClasses`` regions) on the clinician
+  (``final``) cases only, every ``val_interval`` epochs and after the last one;
+* ``LrScheduleHandler``, ``TensorBoardStatsHandler``, ``StatsHandler`` and ignite's tqdm
+  ``ProgressBar``; ``CheckpointLoader`` resumes from ``last.pt``;
+* :class:`~robustlabel.engine.checkpoint.AtomicCheckpointer` writes ``last.pt`` every epoch and
+  ``best.pt`` whenever the mean validation Dice improves, so a run killed with ``kill -9``
+  loses at most the epoch in progress.
+
+Files in ``out_dir``: ``last.pt``, ``best.pt``, ``history.jsonl`` (one JSON object per epoch),
+``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.contrib.handlers import ProgressBar
+from ignite.engine import Engine, Events
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.engines.utils import default_prepare_batch
+from monai.handlers import (
+    CheckpointLoader,
+    IgniteMetricHandler,
+    LrScheduleHandler,
+    StatsHandler,
+    TensorBoardStatsHandler,
+    ValidationHandler,
+    from_engine,
+)
+from monai.apps import get_logger
+from monai.metrics import DiceMetric
+from monai.transforms import AsDiscreted, Compose, Lambdad
+from monai.utils import CommonKeys
+from torch.optim import Adam
+from torch.optim.lr_scheduler import PolynomialLR
+from torch.utils.tensorboard import SummaryWriter
+
+from ..data.labels import REGIONS, TrainToBratsLabelsd, brats_regions
+from ..data.nifti import write_bytes_atomic
+from ..data.transforms import train_transforms, val_transforms
+from ..losses import SourceAwareLoss, get_loss
+from ..networks import build_network
+from .checkpoint import BEST_NAME, LAST_NAME, AtomicCheckpointer, TrainingRecord
+from .config import TrainConfig, resolve_amp_dtype, resolve_device
+from .datalist import FINAL, check_datalist, make_loader, pseudo_flags, require_clinician_labels
+from .inference import make_inferer
+
+logger = logging.getLogger(__name__)
+#: stdout logger (MONAI ``get_logger``) of the epoch summaries and validation scores when ``progress``
+#: is on; without ``progress`` the summaries go to this module's logger (standard propagation)
+STATS_LOGGER = "robustlabel.train"
+
+HISTORY_NAME = "history.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+#: key validation metric: mean Dice over the regions WT, TC, ET and the validation cases
+KEY_METRIC = "val_mean_dice"
+#: per-region validation Dice, in REGIONS order
+REGION_METRICS: tuple[str, ...] = tuple(f"val_dice_{r.lower()}" for r in REGIONS)
+#: config fields that may change when a run is resumed (they do not change the maths)
+RESUMABLE_CHANGES = frozenset({"num_workers", "device", "sw_batch_size", "val_interval", "amp", "amp_dtype"})
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes:
+        out_dir: the run folder.
+        last_checkpoint: ``out_dir/last.pt`` (every epoch; resumable).
+        best_checkpoint: ``out_dir/best.pt`` (best mean validation Dice; the last epoch when
+            there are no validation cases).
+        history: one dict per epoch (``epoch``, ``loss``, ``lr``, ``time_s`` and, on validation
+            epochs, ``val_mean_dice`` and ``val_dice_{wt,tc,et}``), including resumed epochs.
+        best_metric: best ``val_mean_dice`` (``None`` without validation).
+        best_epoch: epoch of ``best_checkpoint``.
+        start_epoch: epochs already done when this call began (0 for a fresh run).
+    """
+
+    out_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_epoch: int = 0
+    start_epoch: int = 0
+
+
+# --------------------------------------------------------------------------- building blocks
+def build_source_aware_loss(config: TrainConfig) -> SourceAwareLoss:
+    """CE on clinician labels, ``get_loss(pseudo_loss, **pseudo_params)`` weighted by
+    ``pseudo_weight`` on pseudo-labels (``get_loss``' ``ValueError`` propagates)."""
+    return SourceAwareLoss(
+        clinician=get_loss("ce"),
+        pseudo=get_loss(config.pseudo_loss, **config.resolved_pseudo_params),
+        pseudo_weight=config.pseudo_weight,
+    )
+
+
+def build_optimizer(network: torch.nn.Module, config: TrainConfig) -> Adam:
+    """Adam with the TransBTS settings (``lr``, ``weight_decay``, ``amsgrad``)."""
+    return Adam(network.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> PolynomialLR:
+    """Poly decay ``lr_e = lr_0 (1 − e/E)^p`` stepped once per epoch (``e`` = epochs done)."""
+    return PolynomialLR(optimizer, total_iters=config.epochs, power=config.poly_power)
+
+
+def prepare_plain_batch(
+    batchdata: Mapping[str, Any], device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MONAI's ``default_prepare_batch`` returning plain tensors (no ``MetaTensor`` bookkeeping
+    in the training and validation steps)."""
+    image, label = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
+    plain = [t.as_tensor() if hasattr(t, "as_tensor") else t for t in (image, label)]
+    return plain[0], plain[1]
+
+
+class SourceAwareTrainer(SupervisedTrainer):
+    """MONAI ``SupervisedTrainer`` whose loss also receives each sample's label source.
+
+    ``SupervisedTrainer._iteration`` calls ``loss_function(pred, label)``, but
+    :class:`~robustlabel.losses.SourceAwareLoss` needs a third argument, the bool tensor
+    ``is_pseudo`` ``(N,)``.  Instead of copying MONAI's iteration (forward, autocast,
+    ``GradScaler``, events), this subclass overrides it only to put the batch's collated
+    ``source`` strings into ``engine.state.is_pseudo`` and then calls MONAI's iteration; the
+    ``loss_function`` handed to MONAI is a bound adapter that reads that flag.
+    """
+
+    def __init__(self, *, loss_function: SourceAwareLoss, source_key: str = "source", **kwargs: Any) -> None:
+        if not isinstance(loss_function, SourceAwareLoss):
+            raise ValueError(f"loss_function must be a SourceAwareLoss, got {type(loss_function).__name__}")
+        super().__init__(loss_function=self._source_aware_loss, **kwargs)
+        self.source_aware_loss = loss_function
+        self.source_key = source_key
+
+    def _iteration(self, engine: SupervisedTrainer, batchdata: dict[str, Any]) -> dict:
+        if batchdata is None or self.source_key not in batchdata:
+            raise ValueError(f"training batch has no {self.source_key!r} entry (label source of each item)")
+        engine.state.is_pseudo = pseudo_flags(batchdata[self.source_key], device=engine.state.device)
+        return super()._iteration(engine, batchdata)
+
+    def _source_aware_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.source_aware_loss(pred, target, self.state.is_pseudo)
+
+
+def validation_postprocessing() -> Compose:
+    """Per validation case: logits → argmax classes → BraTS values → WT/TC/ET masks, for
+    prediction and label alike (MONAI ``ConvertToMultiChannelBasedOnBratsClasses``, reordered)."""
+    both = [CommonKeys.PRED, CommonKeys.LABEL]
+    return Compose(
+        [
+            AsDiscreted(keys=CommonKeys.PRED, argmax=True, dtype=torch.int64),
+            TrainToBratsLabelsd(keys=both),
+            Lambdad(keys=both, func=brats_regions),
+        ]
+    )
+
+
+def validation_metrics() -> tuple[dict[str, IgniteMetricHandler], dict[str, IgniteMetricHandler]]:
+    """(key metric ``val_mean_dice``, additional per-region metrics ``val_dice_{wt,tc,et}``; MONAI
+    rounds the per-region values to 4 decimals).
+
+    Dice per region ``2|P∩G| / (|P| + |G|)`` (MONAI ``DiceMetric``), averaged over the cases;
+    with ``ignore_empty=False`` a region absent from both prediction and label scores 1 and a
+    region absent only from the label scores 0 (BraTS convention).
+    """
+    transform = from_engine([CommonKeys.PRED, CommonKeys.LABEL])
+    key = IgniteMetricHandler(
+        metric_fn=DiceMetric(include_background=True, reduction="mean", ignore_empty=False),
+        output_transform=transform,
+        save_details=False,
+    )
+    per_region = IgniteMetricHandler(
+        metric_fn=DiceMetric(
+            include_background=True, reduction="mean_batch", ignore_empty=False, return_with_label=list(REGION_METRICS)
+        ),
+        output_transform=transform,
+        save_details=False,
+    )
+    return {KEY_METRIC: key}, {"val_dice": per_region}
+
+
+# --------------------------------------------------------------------------- resume checks
+def _peek_record(path: Path) -> dict[str, Any]:
+    """The ``record`` of a checkpoint, read memory-mapped (cheap even for large checkpoints)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return dict(checkpoint["record"])
+    except Exception as exc:
+        raise ValueError(f"cannot resume from {path}: {type(exc).__name__}: {exc}; pass resume=False to start over") from exc
+
+
+def _check_resumable(path: Path, config: TrainConfig) -> TrainingRecord:
+    """Raise ``ValueError`` when ``path`` was written with an incompatible config; return its record."""
+    record = _peek_record(path)
+    saved = TrainConfig.from_dict(record["config"]).to_dict()
+    wanted = config.to_dict()
+    changed = sorted(k for k in wanted if k not in RESUMABLE_CHANGES and saved.get(k) != wanted[k])
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in changed)
+        raise ValueError(
+            f"{path} was written by a run with a different configuration ({details}); "
+            f"use another out_dir or resume=False"
+        )
+    restored = TrainingRecord()
+    restored.load_state_dict(record)
+    return restored
+
+
+def _epochs_done(record: TrainingRecord) -> int:
+    return int(record.history[-1]["epoch"]) if record.history else 0
+
+
+def _result(out: Path, record: TrainingRecord, start_epoch: int) -> TrainResult:
+    return TrainResult(
+        out_dir=out,
+        last_checkpoint=out / LAST_NAME,
+        best_checkpoint=out / BEST_NAME,
+        history=list(record.history),
+        best_metric=record.best_metric if math.isfinite(record.best_metric) else None,
+        best_epoch=record.best_epoch,
+        start_epoch=start_epoch,
+    )
+
+
+# --------------------------------------------------------------------------- train
+def train(
+    train_items: Sequence[Mapping[str, Any]],
+    val_items: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train ``config.network`` on ``train_items`` and validate on the ``final`` ``val_items``.
+
+    Args:
+        train_items: datalist items ``{"image", "label", "source", "case"}``; ``source`` selects
+            CE (``final``) or the robust loss (``pseudo``) per item; batches may mix both.
+        val_items: validation items; only ``source == "final"`` items (or items without a
+            source) are used.  Empty: no validation, ``best.pt`` follows the last epoch.
+        out_dir: run folder (created); holds the checkpoints, ``history.jsonl`` and TensorBoard logs.
+        config: hyper-parameters (default :class:`TrainConfig`).
+        resume: continue from ``out_dir/last.pt`` when it exists (the optimiser, scheduler,
+            scaler, epoch counter and best metric are restored); ``False`` starts over.
+        progress: show a tqdm bar and log epoch summaries.
+        on_epoch: called with each epoch's history entry after its checkpoint is written.
+        stop: polled after each epoch's checkpoint; returning ``True`` ends the run there
+            (e.g. a MONAI Label "stop training" request); a later call resumes it.
+
+    Raises:
+        ValueError: no clinician labels in ``train_items`` (:class:`NoClinicianLabelsError`),
+            an unknown loss or loss parameter (``get_loss``' message), a missing or unreadable
+            case (:class:`UnreadableCaseError`, naming the file), an incompatible checkpoint.
+    """
+    config = config or TrainConfig()
+    loss_function = build_source_aware_loss(config)  # fail fast on a bad loss name
+    train_items = check_datalist(train_items, "training")
+    require_clinician_labels(train_items)
+    checked_val = check_datalist([{"source": FINAL, **dict(v)} for v in val_items], "validation")
+    val_items = [item for item in checked_val if item["source"] == FINAL]
+    if len(val_items) < len(checked_val):
+        logger.info("validation uses clinician labels only: %d pseudo-labelled item(s) left out",
+                    len(checked_val) - len(val_items))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = out / LAST_NAME, out / BEST_NAME
+    saved = _check_resumable(last_path, config) if resume and last_path.is_file() else None
+    start_epoch = _epochs_done(saved) if saved else 0
+    if start_epoch > config.epochs:
+        raise ValueError(f"{last_path} has {start_epoch} epochs, more than config.epochs={config.epochs}")
+    if saved is not None and start_epoch == config.epochs and best_path.is_file():
+        return _result(out, saved, start_epoch)  # finished earlier: nothing to do
+    device = resolve_device(config.device)
+    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(config.seed)
+        return _run(train_items, val_items, out, config, loss_function, device, start_epoch, progress, on_epoch, stop)
+
+
+def _run(
+    train_items: list[dict[str, Any]],
+    val_items: list[dict[str, Any]],
+    out: Path,
+    config: TrainConfig,
+    loss_function: SourceAwareLoss,
+    device: torch.device,
+    start_epoch: int,
+    progress: bool,
+    on_epoch: EpochCallback | None,
+    stop: Callable[[], bool] | None,
+) -> TrainResult:
+    amp_dtype = resolve_amp_dtype(config, device)
+    roi = config.resolved_roi_size
+    network = build_network(config.network).to(device)
+    optimizer = build_optimizer(network, config)
+    scheduler = build_scheduler(optimizer, config)
+    train_loader = make_loader(
+        train_items, train_transforms(roi), batch_size=config.batch_size, shuffle=True,
+        num_workers=config.num_workers, seed=config.seed,
+    )
+    trainer = SourceAwareTrainer(
+        device=device,
+        max_epochs=config.epochs,
+        train_data_loader=train_loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=loss_function.to(device),
+        prepare_batch=prepare_plain_batch,
+        amp=amp_dtype is not None,
+        amp_kwargs={"dtype": amp_dtype} if amp_dtype is not None else None,
+        decollate=False,
+        optim_set_to_none=True,
+    )
+    if trainer.scaler is not None and amp_dtype != torch.float16:
+        # bf16 has float32's range: no loss scaling (a disabled scaler passes calls through)
+        trainer.scaler = torch.amp.GradScaler("cuda", enabled=False)
+
+    writer = SummaryWriter(log_dir=str(out / TENSORBOARD_DIR))
+    record = TrainingRecord(config=config.to_dict())
+    # progress: MONAI's stdout logger; otherwise the module logger, which propagates to the caller's handlers
+    stats_logger = get_logger(STATS_LOGGER) if progress else logger
+    evaluator = _attach_validation(trainer, network, val_items, config, device, amp_dtype, writer, progress)
+    LrScheduleHandler(scheduler, print_lr=False, epoch_level=True).attach(trainer)
+    TensorBoardStatsHandler(
+        summary_writer=writer, iteration_log=True, epoch_log=False,
+        output_transform=lambda out: out[CommonKeys.LOSS], tag_name="train_loss",
+    ).attach(trainer)
+    if progress:
+        ProgressBar(persist=False, desc="train").attach(trainer, output_transform=lambda out: {"loss": out[CommonKeys.LOSS].item()})
+
+    saved_objects: dict[str, Any] = {
+        "network": network, "optimizer": optimizer, "lr_scheduler": scheduler, "trainer": trainer, "record": record,
+    }
+    if trainer.scaler is not None and trainer.scaler.is_enabled():  # fp16 loss scaling state
+        saved_objects["scaler"] = trainer.scaler
+    last_saver = AtomicCheckpointer(out / LAST_NAME, saved_objects)
+    best_saver = AtomicCheckpointer(out / BEST_NAME, {"network": network, "record": record})
+    if start_epoch:
+        CheckpointLoader(str(out / LAST_NAME), _loadable(out / LAST_NAME, saved_objects), map_location=device).attach(trainer)
+        trainer.add_event_handler(Events.STARTED, lambda _: setattr(record, "config", config.to_dict()))
+    _attach_epoch_record(trainer, evaluator, record, out, last_saver, best_saver, writer, stats_logger, on_epoch, stop)
+
+    try:
+        trainer.run()
+    finally:
+        writer.close()
+    return _result(out, record, start_epoch)
+
+
+def _loadable(path: Path, objects: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``objects`` stored in ``path`` (a CPU run has no ``scaler`` to restore)."""
+    stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True).keys()
+    return {k: v for k, v in objects.items() if k in stored}
+
+
+def _attach_validation(
+    trainer: SupervisedTrainer,
+    network: torch.nn.Module,
+    val_items: list[dict[str, Any]],
+    config: TrainConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    writer: SummaryWriter,
+    progress: bool,
+) -> SupervisedEvaluator | None:
+    """A ``SupervisedEvaluator`` run every ``val_interval`` epochs and after the last one."""
+    if not val_items:
+        return None
+    key_metric, region_metrics = validation_metrics()
+    evaluator = SupervisedEvaluator(
+        device=device,
+        val_data_loader=make_loader(
+            val_items, val_transforms(), batch_size=1, shuffle=False, num_workers=config.num_workers, seed=config.seed
+        ),
+        network=network,
+        inferer=make_inferer(config.resolved_roi_size, config.sw_batch_size, config.sw_overlap),
+        prepare_batch=prepare_plain_batch,
+        postprocessing=validation_postprocessing(),
+        key_val_metric=key_metric,
+        additional_metrics=region_metrics,
+        amp=amp_dtype is not None,
+        amp_kwargs={"dtype": amp_dtype} if amp_dtype is not None else None,
+    )
+    TensorBoardStatsHandler(
+        summary_writer=writer, iteration_log=False, output_transform=lambda x: None,
+        global_epoch_transform=lambda _: trainer.state.epoch,
+    ).attach(evaluator)
+    if progress:
+        StatsHandler(name=STATS_LOGGER, iteration_log=False, output_transform=lambda x: None,
+                     global_epoch_transform=lambda _: trainer.state.epoch).attach(evaluator)
+
+    def due(engine: Engine, epoch: int) -> bool:
+        return epoch % config.val_interval == 0 or epoch == engine.state.max_epochs
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=due), ValidationHandler(interval=1, validator=evaluator))
+    return evaluator
+
+
+def _attach_epoch_record(
+    trainer: SupervisedTrainer,
+    evaluator: SupervisedEvaluator | None,
+    record: TrainingRecord,
+    out: Path,
+    last_saver: AtomicCheckpointer,
+    best_saver: AtomicCheckpointer,
+    writer: SummaryWriter,
+    stats_logger: logging.Logger,
+    on_epoch: EpochCallback | None,
+    stop: Callable[[], bool] | None,
+) -> None:
+    """Per epoch: mean loss, learning rate, validation scores → history; best/last checkpoints;
+    ``history.jsonl``; ``on_epoch``; ``stop``.  Attached after validation and the LR step."""
+    totals: dict[str, Any] = {}
+
+    def epoch_started(engine: Engine) -> None:
+        totals.update(loss=0.0, steps=0, lr=float(engine.optimizer.param_groups[0]["lr"]), start=time.perf_counter())
+
+    def iteration_completed(engine: Engine) -> None:
+        totals["loss"] = totals["loss"] + engine.state.output[CommonKeys.LOSS].detach()
+        totals["steps"] += 1
+
+    def epoch_completed(engine: Engine) -> None:
+        epoch = engine.state.epoch
+        loss = float(totals["loss"]) / max(totals["steps"], 1)
+        entry: dict[str, Any] = {"epoch": epoch, "loss": loss, "lr": totals["lr"], "iterations": totals["steps"]}
+        validated = evaluator is not None and evaluator.state.epoch == epoch and KEY_METRIC in evaluator.state.metrics
+        if validated:
+            entry.update({k: float(evaluator.state.metrics[k]) for k in (KEY_METRIC, *REGION_METRICS)})
+        entry["time_s"] = round(time.perf_counter() - totals["start"], 3)
+        record.history.append(entry)
+        if evaluator is None:
+            record.best_epoch = epoch
+            best_saver()
+        elif validated and entry[KEY_METRIC] > record.best_metric:
+            record.best_metric, record.best_epoch = entry[KEY_METRIC], epoch
+            best_saver()
+        last_saver()
+        write_bytes_atomic(out / HISTORY_NAME, "".join(json.dumps(h) + "\n" for h in record.history).encode())
+        writer.add_scalar("train_loss_epoch", loss, epoch)
+        writer.add_scalar("lr", entry["lr"], epoch)
+        stats_logger.info("epoch %d/%d: %s", epoch, engine.state.max_epochs, json.dumps(entry))
+        if on_epoch is not None:
+            on_epoch(dict(entry))
+        if stop is not None and stop():
+            engine.terminate()
+
+    trainer.add_event_handler(Events.EPOCH_STARTED, epoch_started)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, iteration_completed)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, epoch_completed)
