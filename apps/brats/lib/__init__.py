@@ -1,0 +1,1 @@
+"""The BraTS MONAI Label app's modules (MONAI Label puts the app folder on ``sys.path``)."""

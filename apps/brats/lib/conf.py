@@ -1,0 +1,216 @@
+"""The app's options: ``monailabel start_server ... --conf key value`` and per-request overrides.
+
+========================  ===============================  ==========================================
+key                       values (default)                 meaning
+========================  ===============================  ==========================================
+``models``                ``transbts`` | ``all``           models to serve (only TransBTS exists)
+``tiny``                  ``true`` | ``false`` (false)     tiny TransBTS (``TINY_TRANSBTS``) for tests/demo
+``roi_size``              ``128`` or ``[128,128,128]``     crop = sliding window = network ``img_size``
+                                                           (default 128³, tiny 32³); multiples of 8
+``pseudo_loss``           ``gce|bce|sce|ce`` (gce)         loss on ``pseudo`` labels (``final``: CE)
+``q``                     (0, 1] (0.7)                     GCE exponent
+``beta``                  > 0 (0.001)                      β-CE exponent
+``alpha``, ``gamma``      > 0 (0.01, 1.0)                  SCE weights of CE and RCE
+``use_pseudo``            ``true|false`` (false)           false: teacher (``final`` only);
+                                                           true: student (``final`` + ``pseudo``)
+``device``                ``auto|cpu|cuda`` (auto)         auto: CUDA when present, else CPU
+``max_epochs``            int ≥ 1 (50, tiny 4)             training epochs per train request
+``val_split``             [0, 1) (0.2)                     share of ``final`` cases held out for validation
+``model_dir``             path (``<app>/model``)           where the served checkpoint lives
+``seed``                  int (0)                          seed of splits, initialisation, training
+``auto_update_scoring``   ``true|false`` (false)           MONAI Label's re-scoring after every train
+                                                           and next-sample request (see ``main.py``)
+========================  ===============================  ==========================================
+
+q, β, α, γ default to the seed paper's BraTS values (``robustlabel.losses.PAPER_HPARAMS``).
+A train request may override ``pseudo_loss``, ``q``, ``beta``, ``alpha``, ``gamma``,
+``use_pseudo``, ``max_epochs``, ``val_split`` and ``seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from robustlabel.losses import PAPER_HPARAMS, get_loss
+
+from .errors import AppRequestError
+
+#: models this app can serve
+AVAILABLE_MODELS: tuple[str, ...] = ("transbts",)
+#: robust losses a pseudo-label may be trained with, and the hyper-parameters each one takes
+PSEUDO_LOSSES: dict[str, tuple[str, ...]] = {"gce": ("q",), "bce": ("beta",), "sce": ("alpha", "gamma"), "ce": ()}
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: keys a train request may override
+TRAIN_OVERRIDES: tuple[str, ...] = (
+    "pseudo_loss", "q", "beta", "alpha", "gamma", "use_pseudo", "max_epochs", "val_split", "seed",
+)
+
+_BRATS = PAPER_HPARAMS["brats"]
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def parse_bool(key: str, value: Any) -> bool:
+    """``true/false/1/0/yes/no/on/off`` (any case) or a bool; ``AppRequestError`` otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise AppRequestError(f"{key}: expected true or false, got {value!r}")
+
+
+def parse_number(key: str, value: Any, kind: type = float, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False) -> Any:
+    """``kind(value)`` checked against ``[lo, hi]`` (``lo_open``/``hi_open`` exclude the ends)."""
+    try:
+        number = kind(str(value).strip()) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        raise AppRequestError(f"{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+    if number != number:  # NaN
+        raise AppRequestError(f"{key}: expected a number, got {value!r}")
+    too_low = lo is not None and (number < lo or (lo_open and number == lo))
+    too_high = hi is not None and (number > hi or (hi_open and number == hi))
+    if too_low or too_high:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise AppRequestError(f"{key}: {number} is outside {left}{lo if lo is not None else '-inf'}, "
+                              f"{hi if hi is not None else 'inf'}{right}")
+    return number
+
+
+def parse_roi_size(value: Any) -> tuple[int, int, int]:
+    """``128``, ``"128"``, ``"[128, 128, 96]"``, ``"128,128,96"`` or a sequence → 3 multiples of 8."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text if text.startswith("[") else f"[{text}]")
+        except json.JSONDecodeError:
+            raise AppRequestError(f"roi_size: expected 1 or 3 integers, got {text!r}") from None
+    sizes = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(sizes) == 1:
+        sizes = sizes * 3
+    if len(sizes) != 3:
+        raise AppRequestError(f"roi_size: expected 1 or 3 integers, got {value!r}")
+    roi = tuple(parse_number("roi_size", s, int, lo=8) for s in sizes)
+    if any(s % 8 for s in roi):
+        raise AppRequestError(f"roi_size: every size must be a multiple of 8 (TransBTS downsamples ×8), got {roi}")
+    return roi  # type: ignore[return-value]
+
+
+def parse_device(value: Any) -> str:
+    """``auto`` | ``cpu`` | ``cuda``; ``cuda`` without a CUDA device is an error."""
+    device = str(value).strip().lower()
+    if device not in DEVICES:
+        raise AppRequestError(f"device: expected one of {list(DEVICES)}, got {value!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AppRequestError("device: 'cuda' was asked for but torch sees no CUDA device; use auto or cpu")
+    return device
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """How pseudo-labels are trained: ``pseudo_loss`` and its hyper-parameters."""
+
+    pseudo_loss: str = "gce"
+    q: float = _BRATS["gce"]["q"]
+    beta: float = _BRATS["bce"]["beta"]
+    alpha: float = _BRATS["sce"]["alpha"]
+    gamma: float = _BRATS["sce"]["gamma"]
+
+    def loss_params(self) -> dict[str, float]:
+        """The hyper-parameters of :attr:`pseudo_loss` only, e.g. ``{"q": 0.7}`` for GCE."""
+        return {name: getattr(self, name) for name in PSEUDO_LOSSES[self.pseudo_loss]}
+
+
+@dataclass(frozen=True)
+class AppConf(LossSettings):
+    """Parsed and validated app options (see the module docstring)."""
+
+    models: tuple[str, ...] = AVAILABLE_MODELS
+    tiny: bool = False
+    roi_size: tuple[int, int, int] = (128, 128, 128)
+    use_pseudo: bool = False
+    device: str = "auto"
+    max_epochs: int = 50
+    val_split: float = 0.2
+    model_dir: str = ""
+    seed: int = 0
+    auto_update_scoring: bool = False
+
+    def resolved_device(self, requested: str | None = None) -> str:
+        """The torch device to run on: the conf's unless it is ``auto``, then the request's
+        (MONAI Label sends a device name or ``cuda``/``cpu``), then CUDA if present, else CPU."""
+        if self.device != "auto":
+            return self.device
+        if requested and str(requested).startswith("cuda") and torch.cuda.is_available():
+            return str(requested)
+        if requested == "cpu":
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def with_overrides(self, request: Mapping[str, Any]) -> AppConf:
+        """A copy with the train-request overrides in ``request`` applied and validated."""
+        given = {k: request[k] for k in TRAIN_OVERRIDES if k in request and request[k] not in (None, "")}
+        return parse_conf({**self.as_conf(), **given}, default_model_dir=self.model_dir)
+
+    def as_conf(self) -> dict[str, Any]:
+        """The options as a ``--conf`` style dict (round-trips through :func:`parse_conf`)."""
+        out = dataclasses.asdict(self)
+        out["models"] = ",".join(self.models)
+        out["roi_size"] = list(self.roi_size)
+        return out
+
+
+#: every key parse_conf reads (one per AppConf field)
+KNOWN_KEYS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(AppConf))
+
+
+def parse_conf(conf: Mapping[str, Any], default_model_dir: str) -> AppConf:
+    """Validate the ``--conf`` dict; raise :class:`AppRequestError` (a ``ValueError``) naming the key.
+
+    ``default_model_dir`` is used when ``conf`` has no ``model_dir`` (MONAI Label: ``<app>/model``).
+    """
+    tiny = parse_bool("tiny", conf.get("tiny", False))
+    models_text = str(conf.get("models", "transbts"))
+    models = tuple(m.strip().lower() for m in models_text.split(",") if m.strip())
+    if "all" in models:
+        models = AVAILABLE_MODELS
+    unknown = [m for m in models if m not in AVAILABLE_MODELS]
+    if unknown or not models:
+        raise AppRequestError(f"models: unknown model(s) {unknown or models_text!r}; available: {list(AVAILABLE_MODELS)}")
+    pseudo_loss = str(conf.get("pseudo_loss", "gce")).strip().lower()
+    if pseudo_loss not in PSEUDO_LOSSES:
+        raise AppRequestError(f"pseudo_loss: expected one of {list(PSEUDO_LOSSES)}, got {pseudo_loss!r}")
+    default_roi = 32 if tiny else 128
+    model_dir = str(conf.get("model_dir") or default_model_dir)
+    parsed = AppConf(
+        pseudo_loss=pseudo_loss,
+        q=parse_number("q", conf.get("q", LossSettings.q), lo=0, hi=1, lo_open=True),
+        beta=parse_number("beta", conf.get("beta", LossSettings.beta), lo=0, lo_open=True),
+        alpha=parse_number("alpha", conf.get("alpha", LossSettings.alpha), lo=0, lo_open=True),
+        gamma=parse_number("gamma", conf.get("gamma", LossSettings.gamma), lo=0, lo_open=True),
+        models=models,
+        tiny=tiny,
+        roi_size=parse_roi_size(conf.get("roi_size", default_roi)),
+        use_pseudo=parse_bool("use_pseudo", conf.get("use_pseudo", False)),
+        device=parse_device(conf.get("device", "auto")),
+        max_epochs=parse_number("max_epochs", conf.get("max_epochs", 4 if tiny else 50), int, lo=1),
+        val_split=parse_number("val_split", conf.get("val_split", 0.2), lo=0, hi=1, hi_open=True),
+        model_dir=os.path.abspath(model_dir),
+        seed=parse_number("seed", conf.get("seed", 0), int, lo=0),
+        auto_update_scoring=parse_bool("auto_update_scoring", conf.get("auto_update_scoring", False)),
+    )
+    try:  # the loss library has the last word on hyper-parameter domains
+        get_loss(parsed.pseudo_loss, **parsed.loss_params())
+    except ValueError as exc:
+        raise AppRequestError(f"pseudo_loss {parsed.pseudo_loss}: {exc}") from None
+    return parsed

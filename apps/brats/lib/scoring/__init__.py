@@ -1,0 +1,5 @@
+"""Scoring methods."""
+
+from .pseudo_confidence import PseudoConfidence
+
+__all__ = ["PseudoConfidence"]

@@ -1,0 +1,206 @@
+"""Train task ``transbts``: ``POST /train/transbts`` runs :func:`robustlabel.engine.trainer.train`.
+
+The app adds no training logic; it builds the engine's inputs from the datastore and publishes
+the result:
+
+* **datalist** -- :func:`robustlabel.data.studies.studies_datalist` of the studies folder with
+  sources ``("final",)`` (``use_pseudo`` false: the *teacher*) or ``("final", "pseudo")``
+  (``use_pseudo`` true: the *student*); a ``final`` label always wins over a stale ``pseudo`` one.
+* **loss** -- the engine's ``SourceAwareLoss``: CE on ``final`` items, ``pseudo_loss``
+  (``gce`` | ``bce`` (β-CE) | ``sce`` | ``ce``, with ``q`` / ``beta`` / ``alpha``, ``gamma``) on
+  ``pseudo`` items.  Defaults from the app conf; a request may override them.
+* **validation** -- ``final`` cases only: a seeded ``val_split`` share of them (at least one when
+  there are two or more; none with a single clinician label, then the last epoch is kept).
+* **publishing** -- the run's ``best.pt`` is copied to a hidden temporary file next to the served
+  checkpoint and renamed onto it (``os.replace``), so the infer task, which reloads whenever
+  the file's modification time changes, never reads a half-written model.
+* **progress** -- ``train_stats.json`` (``epoch``, ``total_epochs``, ``best_metric``,
+  ``current_time``/``total_time``, …: the keys the Slicer plugin's training bar reads) is
+  rewritten atomically after every epoch and returned by :meth:`TransBTSTrain.stats` (``/info``).
+
+Each request is a fresh run in ``<model_dir>/<name>/runs/<run id>/`` (``best.pt``,
+``history.jsonl``, TensorBoard logs); ``last.pt`` is removed once the run has finished.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+from robustlabel.data.nifti import atomic_path, write_bytes_atomic
+from robustlabel.data.studies import studies_datalist
+from robustlabel.engine.checkpoint import sha256_file
+from robustlabel.engine.config import TrainConfig
+from robustlabel.engine.datalist import FINAL, PSEUDO
+from robustlabel.engine.trainer import train
+
+from ..conf import PSEUDO_LOSSES, AppConf, parse_number
+from ..datastore import BratsDatastore
+from ..errors import AppRequestError
+
+logger = logging.getLogger(__name__)
+
+STATS_NAME = "train_stats.json"
+
+
+def split_validation(finals: list[dict[str, Any]], val_split: float, seed: int) -> list[dict[str, Any]]:
+    """The validation share of the ``final`` items: ``round(val_split · n)`` of a seeded
+    permutation, at least one when ``n ≥ 2`` and ``val_split > 0``, never all of them."""
+    n = len(finals)
+    if n < 2 or val_split <= 0:
+        return []
+    count = min(max(1, round(val_split * n)), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return [finals[i] for i in sorted(order[:count])]
+
+
+def publish_checkpoint(source: Path, target: Path) -> str:
+    """Copy ``source`` onto ``target`` atomically; return the SHA-256 of the published file."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return sha256_file(target)
+
+
+class TransBTSTrain(TrainTask):
+    """MONAI Label train task calling the robustlabel engine (see the module docstring).
+
+    Args:
+        name: model name (``transbts``).
+        conf: the app options (defaults of every request).
+        network_config: :func:`robustlabel.networks.build_network` config to train.
+        publish_path: the checkpoint the infer task serves.
+    """
+
+    def __init__(self, name: str, conf: AppConf, network_config: dict[str, Any], publish_path: Path) -> None:
+        super().__init__(f"Train TransBTS: CE on final labels, {conf.pseudo_loss} on pseudo-labels when use_pseudo")
+        self.name = name
+        self.conf = conf
+        self.network_config = dict(network_config)
+        self.publish_path = Path(publish_path)
+        self.output_dir = Path(conf.model_dir) / Path(publish_path).stem
+        self.stats_path = self.output_dir / STATS_NAME
+
+    # ------------------------------------------------------------------ MONAI Label interface
+    def config(self) -> dict[str, Any]:
+        """Options shown by clients (a list offers choices, its first item is the default)."""
+        others = [loss for loss in PSEUDO_LOSSES if loss != self.conf.pseudo_loss]
+        return {
+            "max_epochs": self.conf.max_epochs,
+            "use_pseudo": [self.conf.use_pseudo, not self.conf.use_pseudo],
+            "pseudo_loss": [self.conf.pseudo_loss, *others],
+            "q": self.conf.q,
+            "beta": self.conf.beta,
+            "alpha": self.conf.alpha,
+            "gamma": self.conf.gamma,
+            "val_split": self.conf.val_split,
+            "train_batch_size": self._default_batch_size(),
+            "learning_rate": TrainConfig.lr,
+            "seed": self.conf.seed,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.stats_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        if not isinstance(datastore, BratsDatastore):
+            raise AppRequestError("training needs the app's local studies datastore")
+        conf = self.conf.with_overrides(request)
+        config = self._train_config(conf, request)
+        train_items, val_items = self._datalists(datastore.studies_dir, conf)
+        run_id = datetime.datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+        run_dir = self.output_dir / "runs" / run_id
+        start = time.time()
+        stats: dict[str, Any] = {
+            "name": self.name,
+            "run_id": run_id,
+            "status": "RUNNING",
+            "start_ts": int(start),
+            "epoch": 0,
+            "total_epochs": config.epochs,
+            "best_metric": 0.0,
+            "use_pseudo": conf.use_pseudo,
+            "pseudo_loss": conf.pseudo_loss if conf.use_pseudo else None,
+            "pseudo_params": conf.loss_params() if conf.use_pseudo else None,
+            "train_final": sum(i["source"] == FINAL for i in train_items),
+            "train_pseudo": sum(i["source"] == PSEUDO for i in train_items),
+            "val_final": len(val_items),
+            "val_cases": [i["case"] for i in val_items],
+            "device": config.device,
+            "run_dir": str(run_dir),
+        }
+        self._write_stats(stats)
+
+        def on_epoch(entry: dict[str, Any]) -> None:
+            stats.update(epoch=entry["epoch"], last=entry, current_time=str(datetime.timedelta(seconds=int(time.time() - start))))
+            if "val_mean_dice" in entry and entry["val_mean_dice"] > stats.get("best_val_mean_dice", float("-inf")):
+                stats.update(best_metric=entry["val_mean_dice"], best_val_mean_dice=entry["val_mean_dice"], best_epoch=entry["epoch"])
+            self._write_stats(stats)
+
+        try:
+            result = train(train_items, val_items, run_dir, config, resume=False, progress=True, on_epoch=on_epoch)
+            sha = publish_checkpoint(result.best_checkpoint, self.publish_path)
+        except Exception as exc:
+            stats.update(status="ERROR", error=f"{type(exc).__name__}: {exc}")
+            self._write_stats(stats)
+            raise
+        result.last_checkpoint.unlink(missing_ok=True)
+        stats.pop("current_time", None)
+        stats.update(
+            status="DONE",
+            total_time=str(datetime.timedelta(seconds=int(time.time() - start))),
+            best_epoch=result.best_epoch,
+            published=str(self.publish_path),
+            published_sha256=sha,
+        )
+        self._write_stats(stats)
+        logger.info(f"Published {result.best_checkpoint} (epoch {result.best_epoch}) to {self.publish_path}")
+        return stats
+
+    # ------------------------------------------------------------------ helpers
+    def _default_batch_size(self) -> int:
+        return 2 if self.conf.tiny else TrainConfig.batch_size
+
+    def _train_config(self, conf: AppConf, request: dict[str, Any]) -> TrainConfig:
+        epochs = conf.max_epochs
+        return TrainConfig(
+            network=self.network_config,
+            roi_size=conf.roi_size,
+            batch_size=parse_number("train_batch_size", request.get("train_batch_size", self._default_batch_size()), int, lo=1),
+            epochs=epochs,
+            lr=parse_number("learning_rate", request.get("learning_rate", TrainConfig.lr), lo=0, lo_open=True),
+            pseudo_loss=conf.pseudo_loss,
+            pseudo_params=conf.loss_params(),
+            val_interval=parse_number("val_interval", request.get("val_interval", 1 if epochs <= 20 else 10), int, lo=1),
+            num_workers=parse_number("num_workers", request.get("num_workers", 0 if conf.tiny else 4), int, lo=0),
+            seed=conf.seed,
+            device=conf.resolved_device(request.get("device")),
+        )
+
+    def _datalists(self, studies: Path, conf: AppConf) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        sources = (FINAL, PSEUDO) if conf.use_pseudo else (FINAL,)
+        items = studies_datalist(studies, sources)
+        finals = [i for i in items if i["source"] == FINAL]
+        if not finals:
+            raise AppRequestError(
+                f"no clinician labels in {studies}: submit at least one label with tag 'final' before training",
+                status_code=409,
+            )
+        if conf.use_pseudo and not any(i["source"] == PSEUDO for i in items):
+            logger.warning("use_pseudo is on but there are no pseudo-labels yet: the student trains on final labels only")
+        val_items = split_validation(finals, conf.val_split, conf.seed)
+        val_cases = {i["case"] for i in val_items}
+        return [i for i in items if i["case"] not in val_cases], val_items
+
+    def _write_stats(self, stats: dict[str, Any]) -> None:
+        write_bytes_atomic(self.stats_path, (json.dumps(stats, indent=2) + "\n").encode())

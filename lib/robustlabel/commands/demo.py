@@ -1,0 +1,146 @@
+"""Start the MONAI Label server with the BraTS app on sample studies (tiny, CPU friendly).
+
+Usage::
+
+    robustlabel demo [--studies demo/studies] [--port 8000] [--cases 8] [--labeled-fraction 0.25]
+                     [--shape 64 64 48] [--seed 0] [--max-epochs 20] [--full] [--dry-run]
+
+Unless ``--studies`` already holds a studies folder (``robustlabel_manifest.json``), it is
+generated first: ``robustlabel synth-brats`` writes ``--cases`` synthetic BraTS cases next to it
+(``<studies>/../brats_source``) and ``robustlabel import-brats`` imports them with a
+``--labeled-fraction`` of ``final`` labels, the rest unlabelled.  Then the real server replaces
+this process::
+
+    python -m monailabel.main start_server --app apps/brats --studies <studies> -i 127.0.0.1 -p <port>
+        --conf models transbts --conf tiny true --conf device auto --conf max_epochs 20
+        --conf model_dir <studies>/../model
+
+The tiny TransBTS (32³ windows) trains in seconds per epoch on a laptop CPU; ``--full`` serves
+the full-size network instead.  The trained model goes to ``<studies>/../model`` so the
+repository's app folder stays clean.  ``--dry-run`` prepares the studies, prints the command and
+the next steps, and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import robustlabel
+from robustlabel import cli
+
+HELP = "generate sample studies and start the MONAI Label server with the BraTS app"
+
+MANIFEST_NAME = "robustlabel_manifest.json"  # written by import-brats (robustlabel.data.studies)
+
+
+def default_app_dir() -> Path:
+    """The repository's ``apps/brats`` next to the installed (editable) package."""
+    return Path(robustlabel.__file__).resolve().parents[2] / "apps" / "brats"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--studies", default="demo/studies", help="studies folder (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="server port (default %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
+    parser.add_argument("--cases", type=int, default=8, help="synthetic cases to generate (default %(default)s)")
+    parser.add_argument("--labeled-fraction", type=float, default=0.25, metavar="P",
+                        help="share of cases imported with a final label (default %(default)s)")
+    parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 48], metavar=("X", "Y", "Z"),
+                        help="volume shape of generated cases (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default %(default)s)")
+    parser.add_argument("--max-epochs", type=int, default=20, help="epochs per train request (default %(default)s)")
+    parser.add_argument("--full", action="store_true", help="serve the full-size TransBTS (GPU advised)")
+    parser.add_argument("--app", default=None, help="app folder (default: the repository's apps/brats)")
+    parser.add_argument("--dry-run", action="store_true", help="prepare the studies, print the command and exit")
+
+
+def is_studies_folder(path: Path) -> bool:
+    """Whether ``path`` is a studies folder built by ``import-brats``; a non-empty folder that is
+    not one is an error (nothing is written into it)."""
+    if (path / MANIFEST_NAME).is_file():
+        return True
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise SystemExit(f"{path} exists but is not a robustlabel studies folder (no {MANIFEST_NAME}); "
+                         f"pass an empty or new --studies folder")
+    return False
+
+
+def prepare_studies(args: argparse.Namespace) -> Path:
+    """Generate synthetic cases and import them, unless the studies folder exists."""
+    studies = Path(args.studies).resolve()
+    if is_studies_folder(studies):
+        print(f"using existing studies folder {studies}")
+        return studies
+    if args.cases < 1:
+        raise SystemExit(f"--cases must be >= 1, got {args.cases}")
+    source = studies.parent / "brats_source"
+    steps = [
+        ["synth-brats", str(source), "--cases", str(args.cases), "--shape", *map(str, args.shape), "--seed", str(args.seed)],
+        ["import-brats", str(source), str(studies), "--labeled-fraction", str(args.labeled_fraction),
+         "--seed", str(args.seed), "--no-progress"],
+    ]
+    for step in steps:
+        print("$ robustlabel " + shlex.join(step))
+        if cli.main(step) != 0:
+            raise SystemExit(f"robustlabel {step[0]} failed")
+    return studies
+
+
+def server_command(args: argparse.Namespace, app: Path, studies: Path) -> list[str]:
+    """The ``monailabel start_server`` command line (run with this Python's ``-m monailabel.main``,
+    so the venv's MONAI Label is used even when ``python`` on PATH is another interpreter)."""
+    conf = {
+        "models": "transbts",
+        "tiny": "false" if args.full else "true",
+        "device": "auto",
+        "max_epochs": str(args.max_epochs),
+        "model_dir": str(studies.parent / "model"),
+    }
+    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
+               "--host", args.host, "--port", str(args.port)]
+    for key, value in conf.items():
+        command += ["--conf", key, value]
+    return command
+
+
+def next_steps(url: str, max_epochs: int) -> str:
+    """What to do once the server is up: 3D Slicer and REST/client calls."""
+    json_header = '-H "Content-Type: application/json"'
+    return f"""
+MONAI Label server (robustlabel BraTS app) starting at {url}   (API docs: {url}/docs)
+
+3D Slicer (MONAILabel extension): set the server to {url}, press the refresh button, choose
+strategy "pseudo_uncertainty", click "Next Sample", run model "transbts", correct the
+segments (necrosis = 1, edema = 2, enhancing tumor = 4; keep "unused (BraTS label 3)" empty),
+"Submit Label" (tag final), then "Train".
+
+REST (curl) or Python (monailabel.client.MONAILabelClient):
+  curl {url}/info/
+  curl -X POST "{url}/activelearning/pseudo_uncertainty" {json_header} -d '{{}}'
+  curl -X POST "{url}/infer/transbts?image=<image id>&output=image" -o label.nii.gz
+  curl -X POST "{url}/train/transbts" {json_header} -d '{{"max_epochs": {max_epochs}}}'            # teacher
+  curl "{url}/train/"                                                                              # status
+  curl -X POST "{url}/batch/infer/transbts?images=unlabeled" {json_header} -d '{{"label_tag": "pseudo"}}'
+  curl "{url}/batch/infer"                                                                         # status
+  curl -X POST "{url}/train/transbts" {json_header} -d '{{"use_pseudo": true, "pseudo_loss": "gce", "q": 0.7}}'  # student
+  python -c "from monailabel.client import MONAILabelClient as C; print(C('{url}').next_sample('pseudo_uncertainty', {{}}))"
+Stop the server with Ctrl+C.
+"""
+
+
+def run(args: argparse.Namespace) -> int:
+    app = Path(args.app).resolve() if args.app else default_app_dir()
+    if not (app / "main.py").is_file():
+        raise SystemExit(f"no MONAI Label app at {app} (expected main.py); pass --app apps/brats from a repository checkout")
+    studies = prepare_studies(args)
+    command = server_command(args, app, studies)
+    print(next_steps(f"http://{args.host}:{args.port}", args.max_epochs))
+    print("$ " + shlex.join(command), flush=True)
+    if args.dry_run:
+        return 0
+    os.execv(sys.executable, command)
+    return 0  # pragma: no cover (execv does not return)

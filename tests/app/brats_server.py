@@ -1,0 +1,97 @@
+"""Helpers of the MONAI Label app tests: synthetic studies and a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from robustlabel import cli
+
+REPO = Path(__file__).resolve().parents[2]
+APP_DIR = REPO / "apps" / "brats"
+CASES, SHAPE, LABELED_FRACTION, SEED = 6, (32, 32, 32), 0.34, 0  # 6 cases, 2 with a final label
+SERVER_START_TIMEOUT_S = 180
+
+
+def make_studies(root: Path) -> tuple[Path, Path]:
+    """``(BraTS source, studies)``: synthetic cases imported with ``CASES · LABELED_FRACTION`` final labels."""
+    source, studies = root / "brats_source", root / "studies"
+    assert cli.main(["synth-brats", str(source), "--cases", str(CASES), "--shape", *map(str, SHAPE), "--seed", str(SEED)]) == 0
+    assert cli.main(["import-brats", str(source), str(studies), "--labeled-fraction", str(LABELED_FRACTION),
+                     "--seed", str(SEED), "--no-progress"]) == 0
+    return source, studies
+
+
+def copy_app(target: Path) -> Path:
+    """A private copy of apps/brats (the server creates model/, logs/ and bin/ inside its app folder)."""
+    shutil.copytree(APP_DIR, target, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
+    return target
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running ``monailabel start_server`` subprocess."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    app_dir: Path
+    studies: Path
+    source: Path
+
+    def log_tail(self, lines: int = 200) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_server(app_dir: Path, studies: Path, source: Path, workdir: Path, conf: dict[str, str]) -> Server:
+    """Start the real server on a free port of 127.0.0.1 and wait until ``/info/`` answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
+               "--host", "127.0.0.1", "--port", str(port)]
+    for key, value in conf.items():
+        command += ["--conf", key, value]
+    log_path = workdir / "server.log"
+    log = open(log_path, "w")
+    process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+                               start_new_session=True)
+    log.close()
+    server = Server(f"http://127.0.0.1:{port}", process, log_path, app_dir, studies, source)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            if requests.get(f"{server.url}/info/", timeout=5).status_code == 200:
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    stop_server(server)
+    raise RuntimeError(f"server did not answer within {SERVER_START_TIMEOUT_S} s:\n{server.log_tail()}")
+
+
+def stop_server(server: Server) -> None:
+    """Terminate the server's process group (it spawns train/batch-infer subprocesses), then kill."""
+    if server.process.poll() is None:
+        try:
+            os.killpg(server.process.pid, 15)
+            server.process.wait(timeout=15)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(server.process.pid, 9)
+            except ProcessLookupError:
+                pass
+            server.process.wait(timeout=15)

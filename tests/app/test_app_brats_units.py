@@ -1,0 +1,203 @@
+"""In-process tests of the BraTS app's pieces: options, datastore guards, strategy, scoring, pool
+task refusals and the ``demo`` command (no server, no training; the end-to-end test covers those)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from brats_server import APP_DIR, make_studies
+from robustlabel import cli
+
+sys.path.insert(0, str(APP_DIR))  # what MONAI Label does before it imports an app's main.py and lib/
+from lib.activelearning.pseudo_uncertainty import PseudoUncertainty  # noqa: E402
+from lib.conf import LossSettings, parse_conf  # noqa: E402
+from lib.datastore import FINAL, PSEUDO, BratsDatastore  # noqa: E402
+from lib.errors import AppRequestError, FinalLabelProtectedError, ImageNotFoundError, InvalidLabelError  # noqa: E402
+from lib.infers.pseudo_pool import PoolPseudoLabelTask  # noqa: E402
+from lib.scoring.pseudo_confidence import PseudoConfidence  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_studies(tmp_path_factory.mktemp("units"))
+
+
+@pytest.fixture
+def studies(pristine: tuple[Path, Path], tmp_path: Path) -> Path:
+    return Path(shutil.copytree(pristine[1], tmp_path / "studies"))
+
+
+@pytest.fixture
+def datastore(studies: Path) -> BratsDatastore:
+    return BratsDatastore(str(studies), auto_reload=False)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def label_like(datastore: BratsDatastore, image_id: str, path: Path, value: int = 2, affine: np.ndarray | None = None,
+               shape: tuple[int, ...] | None = None) -> Path:
+    """A label file for ``image_id``: a cube of ``value`` in the image's geometry (or the one given)."""
+    image = nib.load(datastore.get_image_uri(image_id))
+    data = np.zeros(shape or image.shape, np.uint8)
+    data[8:16, 8:16, 8:16] = value
+    nib.save(nib.Nifti1Image(data, image.affine if affine is None else affine), path)
+    return path
+
+
+def pool_and_finals(datastore: BratsDatastore) -> tuple[list[str], list[str]]:
+    finals = sorted(datastore.get_labeled_images())
+    return datastore.pseudo_pool(), finals
+
+
+# --------------------------------------------------------------------------- options
+def test_conf_defaults_follow_the_paper_and_bad_values_name_their_key() -> None:
+    full = parse_conf({}, default_model_dir="/m")
+    assert full.roi_size == (128, 128, 128) and full.pseudo_loss == "gce" and full.loss_params() == {"q": 0.7}
+    assert (full.beta, full.alpha, full.gamma) == (0.001, 0.01, 1.0) and not full.use_pseudo and full.model_dir == "/m"
+    tiny = parse_conf({"tiny": "true", "pseudo_loss": "SCE", "roi_size": "[32, 32, 16]"}, default_model_dir="/m")
+    assert tiny.roi_size == (32, 32, 16) and tiny.max_epochs == 4 and tiny.loss_params() == {"alpha": 0.01, "gamma": 1.0}
+    student = tiny.with_overrides({"use_pseudo": "true", "pseudo_loss": "bce", "beta": 5, "client_id": "slicer"})
+    assert student.use_pseudo and student.loss_params() == {"beta": 5.0} and student.roi_size == (32, 32, 16)
+    for conf, key in [({"q": "1.5"}, "q"), ({"pseudo_loss": "mae"}, "pseudo_loss"), ({"roi_size": "30"}, "roi_size"),
+                      ({"tiny": "maybe"}, "tiny"), ({"models": "segresnet"}, "models"), ({"device": "tpu"}, "device"),
+                      ({"beta": "0"}, "beta"), ({"val_split": "1"}, "val_split")]:
+        with pytest.raises(AppRequestError, match=key):
+            parse_conf(conf, default_model_dir="/m")
+    if not torch.cuda.is_available():
+        with pytest.raises(AppRequestError, match="CUDA"):
+            parse_conf({"device": "cuda"}, default_model_dir="/m")
+    assert LossSettings().loss_params() == {"q": 0.7}
+
+
+# --------------------------------------------------------------------------- datastore guards
+def test_bad_labels_are_refused_with_a_status_and_a_message(datastore: BratsDatastore, studies: Path, tmp_path: Path) -> None:
+    pool, finals = pool_and_finals(datastore)
+    image = pool[0]
+    before = {p.name: digest(p) for p in (studies / "labels").rglob("*.nii.gz")}
+    affine = nib.load(datastore.get_image_uri(image)).affine.copy()
+    shifted = affine.copy()
+    shifted[0, 3] += 5.0
+    not_nifti = tmp_path / "text.nii.gz"
+    not_nifti.write_text("not an image")
+    cases = [
+        (label_like(datastore, image, tmp_path / "shape.nii.gz", shape=(16, 16, 16)), InvalidLabelError, 422, "shape"),
+        (label_like(datastore, image, tmp_path / "affine.nii.gz", affine=shifted), InvalidLabelError, 422, "affine"),
+        (label_like(datastore, image, tmp_path / "three.nii.gz", value=3), InvalidLabelError, 422, r"\[3\]"),
+        (not_nifti, InvalidLabelError, 422, "NIfTI"),
+    ]
+    for path, error, status, message in cases:
+        with pytest.raises(error, match=message) as info:
+            datastore.save_label(image, str(path), FINAL, {})
+        assert info.value.status_code == status
+    with pytest.raises(ImageNotFoundError, match="no_such_case") as info:
+        datastore.save_label("no_such_case", str(label_like(datastore, image, tmp_path / "ok.nii.gz")), FINAL, {})
+    assert info.value.status_code == 404 and isinstance(info.value, ValueError)
+    assert {p.name: digest(p) for p in (studies / "labels").rglob("*.nii.gz")} == before
+    assert sorted(datastore.get_labeled_images()) == finals
+
+
+def test_model_outputs_never_reach_final_and_a_final_label_retires_the_pseudo_label(
+    datastore: BratsDatastore, studies: Path, tmp_path: Path
+) -> None:
+    pool, finals = pool_and_finals(datastore)
+    final_file = studies / "labels" / FINAL / f"{finals[0]}.nii.gz"
+    before = digest(final_file)
+    output = label_like(datastore, finals[0], tmp_path / "model.nii.gz")
+    with pytest.raises(FinalLabelProtectedError) as info:
+        datastore.save_label(finals[0], str(output), FINAL, {"model": "transbts"})
+    assert info.value.status_code == 409
+    with pytest.raises(FinalLabelProtectedError, match="final"):
+        datastore.save_label(finals[0], str(output), PSEUDO, {"model": "transbts", "uncertainty": 0.5})
+    assert digest(final_file) == before and not (studies / "labels" / PSEUDO / f"{finals[0]}.nii.gz").exists()
+
+    image = pool[0]
+    datastore.save_label(image, str(label_like(datastore, image, tmp_path / "p.nii.gz")), PSEUDO,
+                         {"model": "transbts", "uncertainty": 0.25})
+    sidecar = datastore.sidecar_file(image)
+    sidecar.write_text("{}")
+    PseudoConfidence()({}, datastore)
+    assert datastore.get_image_info(image)["pseudo_confidence"] == pytest.approx(0.75)
+    assert set(datastore.get_labels_by_image_id(image)) == {PSEUDO}
+
+    clinician = label_like(datastore, image, tmp_path / "clinician.nii.gz", value=4)
+    datastore.save_label(image, str(clinician), FINAL, {"client_id": "slicer"})
+    assert set(datastore.get_labels_by_image_id(image)) == {FINAL}
+    assert not (studies / "labels" / PSEUDO / f"{image}.nii.gz").exists() and not sidecar.exists()
+    assert digest(studies / "labels" / FINAL / f"{image}.nii.gz") == digest(clinician)
+    assert image not in datastore.pseudo_pool() and datastore.get_image_info(image)["pseudo_confidence"] is None
+    assert not list((studies / "labels" / FINAL).glob(".*"))  # no temporary file left behind
+
+
+# --------------------------------------------------------------------------- strategy and scoring
+def test_pseudo_uncertainty_offers_unseen_then_least_confident_images(datastore: BratsDatastore, tmp_path: Path) -> None:
+    pool, finals = pool_and_finals(datastore)
+    assert len(pool) == 4 and len(finals) == 2
+    uncertainties = dict(zip(pool[1:], [0.2, 0.7, 0.4]))
+    for image, u in uncertainties.items():
+        datastore.save_label(image, str(label_like(datastore, image, tmp_path / f"{image}.nii.gz")), PSEUDO,
+                             {"model": "transbts", "uncertainty": u, "teacher": {"sha256": "abc"}})
+    strategy = PseudoUncertainty()
+    assert strategy({}, datastore)["id"] == pool[0]  # no pseudo-label yet: least known
+    datastore.save_label(pool[0], str(label_like(datastore, pool[0], tmp_path / "p0.nii.gz")), PSEUDO,
+                         {"model": "transbts", "uncertainty": 0.1, "teacher": {"sha256": "abc"}})
+    choice = strategy({}, datastore)
+    assert choice["id"] == pool[2] and choice["pseudo_confidence"] == pytest.approx(0.3)
+
+    scores = PseudoConfidence()({}, datastore)
+    assert set(scores) == set(pool)
+    for image, u in {**uncertainties, pool[0]: 0.1}.items():
+        info = datastore.get_image_info(image)
+        assert info["pseudo_confidence"] == pytest.approx(1 - u) and info["pseudo_teacher_sha256"] == "abc"
+    assert all(datastore.get_image_info(f).get("pseudo_confidence") is None for f in finals)
+
+    for image in pool:  # everything labelled by the clinician: nothing left to offer
+        datastore.save_label(image, str(label_like(datastore, image, tmp_path / f"f_{image}.nii.gz")), FINAL, {})
+    assert strategy({}, datastore) is None and PseudoConfidence()({}, datastore) == {}
+
+
+def test_pool_task_needs_a_teacher_and_only_writes_tag_pseudo(datastore: BratsDatastore, tmp_path: Path) -> None:
+    conf = parse_conf({"tiny": "true", "device": "cpu"}, default_model_dir=str(tmp_path))
+    task = PoolPseudoLabelTask({"transbts": lambda: tmp_path / "transbts_tiny.pt"}, conf)
+    with pytest.raises(AppRequestError, match="train a teacher first") as info:
+        task({"model": "transbts", "label_tag": "pseudo"}, datastore)
+    assert info.value.status_code == 409
+    with pytest.raises(AppRequestError, match="'final'"):
+        task({"model": "transbts", "label_tag": "final"}, datastore)
+    with pytest.raises(AppRequestError, match="unknown model"):
+        task({"model": "segresnet"}, datastore)
+    assert datastore.status()["label_tags"] == {FINAL: 2}
+
+
+# --------------------------------------------------------------------------- demo command
+def test_demo_dry_run_prepares_studies_once_and_prints_the_server_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    studies = tmp_path / "demo" / "studies"
+    argv = ["demo", "--studies", str(studies), "--cases", "3", "--shape", "32", "32", "32", "--port", "8123", "--dry-run"]
+    assert cli.main(argv) == 0
+    manifest = json.loads((studies / "robustlabel_manifest.json").read_text())
+    assert len(manifest["labeled"]) + len(manifest["unlabeled"]) == 3 and len(manifest["labeled"]) == 1
+    out = capsys.readouterr().out
+    command = out.strip().splitlines()[-1]
+    assert "-m monailabel.main start_server" in command and f"--studies {studies}" in command
+    assert "--host 127.0.0.1 --port 8123" in command and "--conf tiny true" in command
+    assert f"--conf model_dir {tmp_path / 'demo' / 'model'}" in command and f"--app {APP_DIR}" in command
+    assert "/batch/infer/transbts?images=unlabeled" in out and "pseudo_uncertainty" in out
+
+    assert cli.main(argv) == 0  # second run: the studies are reused, not regenerated
+    assert "using existing studies folder" in capsys.readouterr().out
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not a robustlabel studies folder"):
+        cli.main(["demo", "--studies", str(stray), "--dry-run"])
