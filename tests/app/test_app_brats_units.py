@@ -201,3 +201,14 @@ def test_demo_dry_run_prepares_studies_once_and_prints_the_server_command(
     (stray / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match="not a robustlabel studies folder"):
         cli.main(["demo", "--studies", str(stray), "--dry-run"])
+
+
+def test_demo_loop_dry_run_uses_loop_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--loop", "--cases", "6", "--shape", "32", "32", "32", "--dry-run"]) == 0
+    studies = tmp_path / "demo" / "loop-studies"
+    manifest = json.loads((studies / "robustlabel_manifest.json").read_text())
+    assert len(manifest["labeled"]) == 3 and len(manifest["unlabeled"]) == 3  # --loop labels half
+    command = capsys.readouterr().out.strip().splitlines()[-1]
+    assert command.startswith("$ robustlabel teacher-student") and "--tiny" in command
+    assert f"--out {tmp_path / 'demo' / 'teacher-student'}" in command

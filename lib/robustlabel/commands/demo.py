@@ -1,9 +1,12 @@
-"""Start the MONAI Label server with the BraTS app on sample studies (tiny, CPU friendly).
+"""Start the MONAI Label server with the BraTS app on sample studies (tiny, CPU friendly),
+or, with ``--loop``, run the teacher–student rounds on sample studies and print the Dice table.
 
 Usage::
 
     robustlabel demo [--studies demo/studies] [--port 8000] [--cases 8] [--labeled-fraction 0.25]
                      [--shape 64 64 48] [--seed 0] [--max-epochs 20] [--full] [--dry-run]
+    robustlabel demo --loop [--studies demo/loop-studies] [--cases 16] [--labeled-fraction 0.5]
+                     [--shape 48 48 48] [--max-epochs 20] [--rounds 1] [--loss gce]
 
 Unless ``--studies`` already holds a studies folder (``robustlabel_manifest.json``), it is
 generated first: ``robustlabel synth-brats`` writes ``--cases`` synthetic BraTS cases next to it
@@ -19,6 +22,11 @@ The tiny TransBTS (32³ windows) trains in seconds per epoch on a laptop CPU; ``
 the full-size network instead.  The trained model goes to ``<studies>/../model`` so the
 repository's app folder stays clean.  ``--dry-run`` prepares the studies, prints the command and
 the next steps, and exits.
+
+``--loop`` needs no server: it runs ``robustlabel teacher-student --tiny`` on the sample studies
+(teacher on the ``final`` labels with CE, pseudo-labels for the rest, student with CE + the
+robust loss) and prints WT/TC/ET Dice per round on held-out clinician-labelled cases; results
+go to ``<studies>/../teacher-student``.
 """
 
 from __future__ import annotations
@@ -43,14 +51,18 @@ def default_app_dir() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--studies", default="demo/studies", help="studies folder (default %(default)s)")
+    parser.add_argument("--loop", action="store_true",
+                        help="run the teacher-student rounds and print the Dice table instead of starting the server")
+    parser.add_argument("--studies", default=None, help="studies folder (default demo/studies; --loop: demo/loop-studies)")
     parser.add_argument("--port", type=int, default=8000, help="server port (default %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
-    parser.add_argument("--cases", type=int, default=8, help="synthetic cases to generate (default %(default)s)")
-    parser.add_argument("--labeled-fraction", type=float, default=0.25, metavar="P",
-                        help="share of cases imported with a final label (default %(default)s)")
-    parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 48], metavar=("X", "Y", "Z"),
-                        help="volume shape of generated cases (default %(default)s)")
+    parser.add_argument("--cases", type=int, default=None, help="synthetic cases to generate (default 8; --loop: 16)")
+    parser.add_argument("--labeled-fraction", type=float, default=None, metavar="P",
+                        help="share of cases imported with a final label (default 0.25; --loop: 0.5)")
+    parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                        help="volume shape of generated cases (default 64 64 48; --loop: 48 48 48)")
+    parser.add_argument("--rounds", type=int, default=1, help="--loop: student rounds (default %(default)s)")
+    parser.add_argument("--loss", default="gce", help="--loop: robust loss on pseudo-labels (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated cases (default %(default)s)")
     parser.add_argument("--max-epochs", type=int, default=20, help="epochs per train request (default %(default)s)")
     parser.add_argument("--full", action="store_true", help="serve the full-size TransBTS (GPU advised)")
@@ -132,7 +144,36 @@ Stop the server with Ctrl+C.
 """
 
 
+#: defaults of (studies, cases, labeled_fraction, shape) for the server demo and for --loop
+DEFAULTS = {
+    False: ("demo/studies", 8, 0.25, [64, 64, 48]),
+    True: ("demo/loop-studies", 16, 0.5, [48, 48, 48]),
+}
+
+
+def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Options left unset take the defaults of the chosen mode (server or ``--loop``)."""
+    for key, value in zip(("studies", "cases", "labeled_fraction", "shape"), DEFAULTS[args.loop]):
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def run_loop(args: argparse.Namespace, studies: Path) -> int:
+    """Teacher–student rounds on the sample studies with the tiny network (no server)."""
+    step = ["teacher-student", "--studies", str(studies), "--tiny", "--loss", args.loss,
+            "--epochs", str(args.max_epochs), "--rounds", str(args.rounds),
+            "--out", str(studies.parent / "teacher-student")]
+    print("$ robustlabel " + shlex.join(step), flush=True)
+    if args.dry_run:
+        return 0
+    return cli.main(step)
+
+
 def run(args: argparse.Namespace) -> int:
+    fill_defaults(args)
+    if args.loop:
+        return run_loop(args, prepare_studies(args))
     app = Path(args.app).resolve() if args.app else default_app_dir()
     if not (app / "main.py").is_file():
         raise SystemExit(f"no MONAI Label app at {app} (expected main.py); pass --app apps/brats from a repository checkout")
