@@ -34,14 +34,19 @@ def _softmax_minus_onehot(logp: torch.Tensor, y1: torch.Tensor, w: torch.Tensor)
     return grad.scatter_add_(1, y1, -w)
 
 
+def _log_softmax_and_ce(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(log p, y as (N, 1, *S), CE = −log p_y)``."""
+    logp = F.log_softmax(z, dim=1)
+    y1 = y.unsqueeze(1)
+    return logp, y1, logp.gather(1, y1).squeeze(1).neg_()
+
+
 class CEFamilyFunction(torch.autograd.Function):
     """``ℓ = φ(−log p_y)`` elementwise, shape (N, *S)."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, y: torch.Tensor, phi: Phi) -> torch.Tensor:  # type: ignore[override]
-        logp = F.log_softmax(z, dim=1)
-        y1 = y.unsqueeze(1)
-        ce = logp.gather(1, y1).squeeze(1).neg_()
+        logp, y1, ce = _log_softmax_and_ce(z, y)
         value, slope = phi(ce, y)
         ctx.save_for_backward(logp, y1, slope if slope is not None else torch.ones(()))
         ctx.unit_slope = slope is None
@@ -60,11 +65,9 @@ class BetaCEFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:  # type: ignore[override]
-        logp = F.log_softmax(z, dim=1)
-        y1 = y.unsqueeze(1)
-        ce = logp.gather(1, y1).squeeze(1).neg_()
+        logp, y1, ce = _log_softmax_and_ce(z, y)
         m = torch.expm1(-beta * ce)  # p_y^β − 1
-        p_pow = torch.exp((beta + 1.0) * logp)  # p_k^{β+1}
+        p_pow = torch.mul(logp, beta + 1.0).exp_()  # p_k^{β+1}
         s = p_pow.sum(1)
         ctx.save_for_backward(logp, y1, p_pow, m, s)
         ctx.beta = beta
