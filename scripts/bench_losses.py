@@ -12,7 +12,6 @@ the device (CUDA when present, else CPU).  Writes JSON and Markdown with ``--out
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -22,8 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from robustlabel.data.nifti import write_bytes_atomic, write_json_atomic
 from robustlabel.losses import get_loss
-from robustlabel.machine import describe_machine, pick_device
+from robustlabel.machine import describe_machine, resolve_device
 
 LOSSES: dict[str, dict] = {
     "gce": {"q": 0.7},
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--out", type=Path, default=None, help="folder for bench_losses.json/.md")
     args = parser.parse_args()
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     machine = describe_machine(device)
     print(f"device: {machine['device']} | torch {torch.__version__} | {platform.processor() or platform.machine()}")
     results = {label: bench_shape(shape, device, args.repeats) for label, shape in SHAPES.items()}
@@ -91,8 +91,8 @@ def main() -> None:
     print(f"worst ratio: {worst:.2f} (target ≤ 1.15: {'met' if worst <= 1.15 else 'NOT met'})")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "bench_losses.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-        (args.out / "bench_losses.md").write_text(table + "\n")
+        write_json_atomic(args.out / "bench_losses.json", {"machine": machine, "results": results})
+        write_bytes_atomic(args.out / "bench_losses.md", (table + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from robustlabel.engine.classify import (
     source_aware_loss,
     split_indices,
 )
-from robustlabel.engine.config import resolve_device
+from robustlabel.machine import resolve_device
 from robustlabel.losses import PAPER_HPARAMS
 from robustlabel.reporting import (
     Measurement,

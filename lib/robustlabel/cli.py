@@ -1,9 +1,22 @@
-"""The ``robustlabel`` command line.
+"""robustlabel: teacher-student brain-tumour segmentation (TransBTS) with noise-robust losses on pseudo-labels.
 
-Each sub-command lives in its own module under :mod:`robustlabel.commands` and exposes
-``HELP: str``, ``add_arguments(parser)`` and ``run(args) -> int``.  Modules are imported
-lazily so that ``robustlabel --help`` stays fast and one broken command cannot break another.
+Real data (BraTS 2018-2021 folders, MSD Task01_BrainTumour or BraTS 2023), 30 % clinician labels:
+
+  robustlabel import-brats MICCAI_BraTS_2018_Data_Training studies --labeled-fraction 0.3 --seed 1
+  robustlabel teacher-student --studies studies --loss gce --q 0.7 --out ts-gce
+  robustlabel pseudo-label --studies studies --checkpoint ts-gce/round_0_teacher/best.pt
+
+Serve the studies to 3D Slicer through MONAI Label:
+
+  monailabel start_server --app apps/brats --studies studies --conf models transbts --conf device auto
+
+Try it on synthetic cases first:  robustlabel demo --loop   (or: robustlabel demo)
+Run `robustlabel COMMAND --help` for each command's options.
 """
+# Each sub-command lives in its own module under robustlabel.commands and exposes
+# HELP: str, add_arguments(parser) and run(args) -> int.  Modules are imported lazily so that
+# `robustlabel --help` stays fast and one broken command cannot break another.  The module
+# docstring above is the top-level --help text (first paragraph: description; rest: epilog).
 
 from __future__ import annotations
 
@@ -27,7 +40,9 @@ def _load(name: str):
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robustlabel", description=__doc__.splitlines()[0])
+    summary, _, usage = __doc__.partition("\n\n")
+    parser = argparse.ArgumentParser(prog="robustlabel", description=summary, epilog=usage,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), None)
     for name in COMMANDS:

@@ -20,16 +20,31 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The one device choice of robustlabel: ``"auto"`` → CUDA when available, else CPU;
+    anything else is passed to ``torch.device``.
+
+    Raises:
+        ValueError: an unparsable device string, or a CUDA device asked for without CUDA.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda[:i]', got {str(device)!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return dev
+
+
+#: old name, kept for callers not yet switched (scripts/bench_pseudo_label.py)
+pick_device = resolve_device
 
 
 def describe_machine(device: str | torch.device = "auto") -> dict[str, str | int]:
     """A small dict: device in words, CPU model and cores, torch version, UTC date."""
-    dev = pick_device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         words = f"CUDA {torch.cuda.get_device_name(dev)}"
     else:

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from robustlabel.data.nifti import write_bytes_atomic
-from robustlabel.machine import describe_machine, pick_device
+from robustlabel.data.nifti import write_bytes_atomic, write_json_atomic
+from robustlabel.machine import describe_machine, resolve_device
 
 #: a paper value: a number, or ``(mean, std)`` where the paper gives both
 PaperValue = float | tuple[float, float]
@@ -51,8 +51,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Pretty-printed JSON, written atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Pretty-printed JSON (NumPy scalars/arrays and paths allowed), written atomically."""
+    return write_json_atomic(path, obj, default=_json_default)
 
 
 def _json_default(obj: Any) -> Any:
@@ -116,7 +116,7 @@ def environment_info(device: Any = None) -> dict[str, Any]:
         info["monai"] = monai.__version__
     except ImportError:  # pragma: no cover - MONAI is a hard dependency
         info["monai"] = None
-    device = pick_device("auto" if device is None else device)
+    device = resolve_device("auto" if device is None else device)
     info["device"] = str(device)
     if device.type == "cuda" and torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(device)

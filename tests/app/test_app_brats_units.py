@@ -3,7 +3,6 @@ task refusals and the ``demo`` command (no server, no training; the end-to-end t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -15,6 +14,7 @@ import pytest
 import torch
 from brats_server import APP_DIR, make_studies
 from robustlabel import cli
+from robustlabel.engine.checkpoint import sha256_file as digest
 
 sys.path.insert(0, str(APP_DIR))  # what MONAI Label does before it imports an app's main.py and lib/
 from lib.activelearning.pseudo_uncertainty import PseudoUncertainty  # noqa: E402
@@ -38,10 +38,6 @@ def studies(pristine: tuple[Path, Path], tmp_path: Path) -> Path:
 @pytest.fixture
 def datastore(studies: Path) -> BratsDatastore:
     return BratsDatastore(str(studies), auto_reload=False)
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def label_like(datastore: BratsDatastore, image_id: str, path: Path, value: int = 2, affine: np.ndarray | None = None,

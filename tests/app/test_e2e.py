@@ -7,7 +7,6 @@ has the call; ``requests`` for batch inference and raw status codes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import pytest
 import requests
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
+from robustlabel.engine.checkpoint import sha256_file as sha256
 
 from brats_server import Server
 
@@ -27,10 +27,6 @@ pytestmark = pytest.mark.e2e
 
 TASK_TIMEOUT_S = 240
 BRATS_VALUES = {0, 1, 2, 4}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def final_label_hashes(studies: Path) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import nibabel as nib
@@ -13,6 +14,7 @@ from robustlabel.data.nifti import (
     atomic_path,
     read_nifti,
     write_files_atomic,
+    write_json_atomic,
     write_nifti_atomic,
 )
 
@@ -72,3 +74,13 @@ def test_atomic_path_removes_temp_on_error(tmp_path):
             tmp.write_bytes(b"partial")
             raise RuntimeError
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_json_atomic_round_trips_and_leaves_no_temp(tmp_path):
+    path = write_json_atomic(tmp_path / "info.json", {"case": "a", "path": tmp_path}, default=str)
+    assert json.loads(path.read_text()) == {"case": "a", "path": str(tmp_path)}
+    assert path.read_text().endswith("}\n")
+    assert os.listdir(tmp_path) == ["info.json"]
+    with pytest.raises(TypeError):  # nothing is written when the object cannot be encoded
+        write_json_atomic(tmp_path / "bad.json", {"x": object()})
+    assert os.listdir(tmp_path) == ["info.json"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from robustlabel.engine.checkpoint import sha256_file
 from robustlabel.engine.config import TrainConfig
 from robustlabel.networks import TINY_TRANSBTS
 
@@ -21,5 +21,5 @@ def tiny_config(**changes) -> TrainConfig:
 
 def sha256_tree(folder: Path) -> dict[str, str]:
     """``{relative path: sha256}`` of every file below ``folder``."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+    return {str(p.relative_to(folder)): sha256_file(p)
             for p in sorted(folder.rglob("*")) if p.is_file()}

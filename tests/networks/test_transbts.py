@@ -45,35 +45,29 @@ def test_output_shape_and_unnormalised_logits() -> None:
     assert not torch.allclose(logits.sum(dim=1), torch.ones(2, 32, 32, 32), atol=1e-3)
 
 
+def _two_seeded_passes(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two forward passes under different RNG seeds (10, 11): differ only if the net is random."""
+    outputs = []
+    with torch.no_grad():
+        for seed in (10, 11):
+            torch.manual_seed(seed)
+            outputs.append(net(x))
+    return outputs[0], outputs[1]
+
+
 def test_eval_is_deterministic_and_train_uses_dropout() -> None:
     net = _tiny()
     x = _input(32, 32, 32)
-    net.eval()
-    with torch.no_grad():
-        torch.manual_seed(10)
-        first = net(x)
-        torch.manual_seed(11)
-        second = net(x)
+    first, second = _two_seeded_passes(net.eval(), x)
     assert torch.equal(first, second)
-
-    net.train()
-    with torch.no_grad():
-        torch.manual_seed(10)
-        third = net(x)
-        torch.manual_seed(11)
-        fourth = net(x)
+    third, fourth = _two_seeded_passes(net.train(), x)
     assert not torch.allclose(third, fourth)
 
 
 def test_without_dropout_train_mode_is_deterministic() -> None:
     """With every dropout rate at 0 the two train passes agree: dropout was the only randomness."""
     net = _tiny(dropout_rate=0.0, attn_dropout_rate=0.0, init_dropout_rate=0.0).train()
-    x = _input(32, 32, 32)
-    with torch.no_grad():
-        torch.manual_seed(10)
-        first = net(x)
-        torch.manual_seed(11)
-        second = net(x)
+    first, second = _two_seeded_passes(net, _input(32, 32, 32))
     assert torch.equal(first, second)
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 from robustlabel.losses import PAPER_HPARAMS, get_loss
+from robustlabel.machine import resolve_device
 
 from .errors import AppRequestError
 
@@ -111,8 +112,10 @@ def parse_device(value: Any) -> str:
     device = str(value).strip().lower()
     if device not in DEVICES:
         raise AppRequestError(f"device: expected one of {list(DEVICES)}, got {value!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AppRequestError("device: 'cuda' was asked for but torch sees no CUDA device; use auto or cpu")
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise AppRequestError(f"device: {exc}") from None
     return device
 
 
@@ -155,7 +158,7 @@ class AppConf(LossSettings):
             return str(requested)
         if requested == "cpu":
             return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(resolve_device("auto"))
 
     def with_overrides(self, request: Mapping[str, Any]) -> AppConf:
         """A copy with the train-request overrides in ``request`` applied and validated."""

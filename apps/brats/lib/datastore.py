@@ -172,6 +172,12 @@ class BratsDatastore(LocalDatastore):
         dest = Path(self._datastore.label_path(tag)) / name
         logger.info(f"Saving label: {image_id} => {tag} => {dest}")
         with FileLock(self._lock_file):
+            # re-checked under the lock: a final label saved by another process after the check in
+            # save_label (it writes under this lock too) must not get a pseudo-label beside it
+            if tag == PSEUDO and self.label_file(image_id, FINAL).exists():
+                raise FinalLabelProtectedError(
+                    f"image {image_id!r} got a {FINAL!r} label meanwhile; a pseudo-label is never stored next to it"
+                )
             with atomic_path(dest) as tmp:
                 shutil.copyfile(label_filename, tmp)
             self._datastore.objects[image_id].labels[tag] = DataModel(

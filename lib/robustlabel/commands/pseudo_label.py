@@ -11,6 +11,10 @@ with a provenance sidecar ``<case>.json`` (teacher SHA-256, time, confidence and
 predicted tumour and the brain, voxel counts).  Cases with a ``labels/final`` file are never
 touched; cases already labelled by the same checkpoint are skipped, so a rerun resumes.  The most
 uncertain cases are listed at the end.
+
+Example (the teacher of a ``robustlabel teacher-student --out ts-gce`` run)::
+
+    robustlabel pseudo-label --studies studies --checkpoint ts-gce/round_0_teacher/best.pt --save-confidence
 """
 
 from __future__ import annotations

@@ -18,6 +18,11 @@ resume (pass ``--no-resume`` to start over).
 Loss hyper-parameters default to the seed paper's BraTS values (GCE q = 0.7; β-CE β = 0.001;
 SCE α = 0.01, γ = 1.0).
 
+Example (real BraTS 2018 data, the paper's p = 30 % setting with GCE; a GPU is advised)::
+
+    robustlabel import-brats MICCAI_BraTS_2018_Data_Training studies --labeled-fraction 0.3 --seed 1
+    robustlabel teacher-student --studies studies --loss gce --q 0.7 --rounds 1 --out ts-gce
+
 Example (quick CPU run on synthetic data)::
 
     robustlabel synth-brats syn --cases 12 --shape 32 32 32

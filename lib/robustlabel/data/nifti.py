@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -134,6 +136,14 @@ def write_files_atomic(files: Sequence[tuple[str | os.PathLike, bytes]]) -> list
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same directory + ``os.replace``)."""
     return write_files_atomic([(path, data)])[0]
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, default: Callable[[Any], Any] | None = None) -> Path:
+    """Write ``obj`` as pretty-printed JSON (indent 2, trailing newline) to ``path`` atomically.
+
+    ``default`` is :func:`json.dumps`' hook for objects JSON cannot encode.
+    """
+    return write_bytes_atomic(path, (json.dumps(obj, indent=2, default=default) + "\n").encode("utf-8"))
 
 
 def nifti_file_bytes(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> bytes:

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from .brats import CaseError, LoadedCase, find_brats_cases, load_case
 from .labels import MODALITIES
-from .nifti import NIFTI_SUFFIXES, nifti_file_bytes, strip_nifti_suffix, write_bytes_atomic, write_files_atomic
+from .nifti import NIFTI_SUFFIXES, nifti_file_bytes, strip_nifti_suffix, write_files_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -257,5 +257,5 @@ def import_brats(
             continue
         (report.labeled if case.case_id in labeled else report.unlabeled).append(case.case_id)
     manifest = _merge_manifest(studies, report, src, seed, labeled_fraction)
-    write_bytes_atomic(studies / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_json_atomic(studies / MANIFEST_NAME, manifest)
     return report

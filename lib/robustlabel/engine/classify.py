@@ -41,7 +41,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from robustlabel.engine.checkpoint import LAST_NAME, AtomicCheckpointer
-from robustlabel.engine.config import resolve_device
+from robustlabel.machine import resolve_device
 from robustlabel.engine.datalist import FINAL, PSEUDO
 from robustlabel.losses import PixelwiseLoss, SourceAwareLoss, get_loss
 

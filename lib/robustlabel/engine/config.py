@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from ..machine import pick_device
+# re-exported: engine.pseudo_label and scripts/brats_robust_ssl.py still import it from here
+from ..machine import resolve_device as resolve_device
 
 #: The seed paper's BraTS value of each robust loss' hyper-parameter (Cui et al., Sec. 3.2).
 DEFAULT_PSEUDO_PARAMS: dict[str, dict[str, float]] = {
@@ -103,6 +104,11 @@ class TrainConfig:
             raise ValueError(f"pseudo_weight must be >= 0, got {self.pseudo_weight!r}")
         if self.amp_dtype not in ("auto", *AMP_DTYPES):
             raise ValueError(f"amp_dtype must be 'auto', 'bf16' or 'fp16', got {self.amp_dtype!r}")
+        if str(self.device) != "auto":
+            try:  # syntax only: a checkpoint trained on CUDA must still load on a CPU machine
+                torch.device(self.device)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}") from None
         if self.pseudo_params is not None:
             self.pseudo_params = dict(self.pseudo_params)
 
@@ -151,14 +157,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; a CUDA request without CUDA is a ``ValueError``."""
-    dev = pick_device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use 'auto' or 'cpu'")
-    return dev
 
 
 def resolve_amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:

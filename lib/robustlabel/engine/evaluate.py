@@ -14,7 +14,8 @@ from ..data.labels import train_to_brats
 from ..data.transforms import val_transforms
 from ..metrics import brats_metrics, spacing_from_affine, summarise
 from .checkpoint import load_network
-from .config import amp_dtype_for, resolve_device
+from ..machine import resolve_device
+from .config import amp_dtype_for
 from .datalist import check_datalist, make_loader
 from .inference import make_inferer, predict_probabilities
 from .pseudo_label import read_geometry

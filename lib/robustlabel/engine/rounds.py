@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..data.labels import REGIONS
-from ..data.nifti import write_bytes_atomic
+from ..data.nifti import write_bytes_atomic, write_json_atomic
 from ..data.studies import FINAL, PSEUDO, studies_datalist, unlabeled_datalist
 from ..losses import get_loss
 from .checkpoint import sha256_file
@@ -157,7 +157,7 @@ def _stable_split(out: Path, split: dict[str, list[str]]) -> None:
                 f"split seed changed); use a new out_dir"
             )
         return
-    write_bytes_atomic(path, (json.dumps(split, indent=2) + "\n").encode())
+    write_json_atomic(path, split)
 
 
 def clinician_label_hashes(studies: str | os.PathLike) -> dict[str, str]:
@@ -211,7 +211,7 @@ def _write_reports(out: Path, config: RoundsConfig, split: dict, results: Sequen
         "rounds": [{**r.row(), "test_summary": r.test_summary, "test_cases": r.test_rows, "history": r.train.history}
                    for r in results],
     }
-    write_bytes_atomic(out / f"{RESULTS_NAME}.json", (json.dumps(payload, indent=2, default=str) + "\n").encode())
+    write_json_atomic(out / f"{RESULTS_NAME}.json", payload, default=str)
     write_bytes_atomic(out / f"{RESULTS_NAME}.md", (markdown + "\n").encode())
 
 

@@ -65,7 +65,8 @@ from ..data.transforms import train_transforms, val_transforms
 from ..losses import SourceAwareLoss, get_loss
 from ..networks import build_network
 from .checkpoint import BEST_NAME, LAST_NAME, AtomicCheckpointer, TrainingRecord
-from .config import TrainConfig, resolve_amp_dtype, resolve_device
+from ..machine import resolve_device
+from .config import TrainConfig, resolve_amp_dtype
 from .datalist import FINAL, check_datalist, make_loader, pseudo_flags, require_clinician_labels
 from .inference import make_inferer
 

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
-from robustlabel.data.nifti import write_bytes_atomic, write_nifti_atomic
+from robustlabel.data.nifti import write_json_atomic, write_nifti_atomic
 from robustlabel.data.studies import modalities_path
 from robustlabel.engine.pseudo_label import PseudoLabeller
 
@@ -97,7 +97,7 @@ class DatastoreSink:
             except FinalLabelProtectedError:  # a clinician submitted a final label meanwhile
                 logger.info(f"{case}: final label arrived during pseudo-labelling; pseudo-label dropped")
                 return None
-        write_bytes_atomic(sidecar, (json.dumps(info, indent=2) + "\n").encode())
+        write_json_atomic(sidecar, info)
         return self.datastore.get_label_uri(case, PSEUDO)
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
-from robustlabel.data.nifti import atomic_path, write_bytes_atomic
+from robustlabel.data.nifti import atomic_path, write_json_atomic
 from robustlabel.data.studies import studies_datalist
 from robustlabel.engine.checkpoint import sha256_file
 from robustlabel.engine.config import TrainConfig
@@ -203,4 +203,4 @@ class TransBTSTrain(TrainTask):
         return [i for i in items if i["case"] not in val_cases], val_items
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
-        write_bytes_atomic(self.stats_path, (json.dumps(stats, indent=2) + "\n").encode())
+        write_json_atomic(self.stats_path, stats)
