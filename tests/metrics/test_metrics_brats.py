@@ -78,10 +78,13 @@ def test_summarise_ignores_nan_and_reports_n():
     ]
     summary = summarise(rows)
     assert set(summary) == {"dice_WT", "hd95_WT"}
-    assert summary["dice_WT"] == {"mean": pytest.approx(0.7), "std": pytest.approx(0.1), "n": 2}
-    assert summary["hd95_WT"] == {"mean": 2.0, "std": 0.0, "n": 1}
+    # sample std (ddof = 1): sqrt(((0.8-0.7)^2 + (0.6-0.7)^2) / 1)
+    assert summary["dice_WT"] == {"mean": pytest.approx(0.7), "std": pytest.approx(0.1 * math.sqrt(2)), "n": 2}
+    assert summary["hd95_WT"]["mean"] == 2.0 and summary["hd95_WT"]["n"] == 1
+    assert math.isnan(summary["hd95_WT"]["std"])  # no spread from a single value
     assert math.isnan(summarise([{"hd95_ET": float("nan")}])["hd95_ET"]["mean"])
-    assert "dice_WT  0.7000 ± 0.1000  (n=2)" in format_summary(summary)
+    text = format_summary(summary)
+    assert "dice_WT  0.7000 ± 0.1414  (n=2)" in text and "hd95_WT  2.0000  (n=1)" in text
 
 
 def test_bad_inputs():

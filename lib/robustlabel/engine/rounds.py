@@ -39,6 +39,7 @@ from ..data.labels import REGIONS
 from ..data.nifti import write_bytes_atomic, write_json_atomic
 from ..data.studies import FINAL, PSEUDO, studies_datalist, unlabeled_datalist
 from ..losses import get_loss
+from ..metrics import format_mean_std
 from .checkpoint import sha256_file
 from .config import TrainConfig
 from .datalist import require_clinician_labels
@@ -177,10 +178,7 @@ def loss_label(config: TrainConfig, role: str) -> str:
 
 
 def _mean_std(summary: Mapping[str, Mapping[str, float]], key: str) -> str:
-    stats = summary.get(key)
-    if not stats or not math.isfinite(stats["mean"]):
-        return "n/a"
-    return f"{stats['mean']:.4f} ± {stats['std']:.4f}"
+    return format_mean_std(summary.get(key))
 
 
 def format_markdown(results: Sequence[RoundResult]) -> str:

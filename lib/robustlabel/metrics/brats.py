@@ -102,8 +102,9 @@ def brats_metrics(
 def summarise(rows: Iterable[Mapping[str, float]]) -> dict[str, dict[str, float]]:
     """``{key: {"mean", "std", "n"}}`` over ``rows`` for each key of :data:`METRIC_KEYS` present.
 
-    ``std`` is the population standard deviation (ddof = 0); NaN values are left out and ``n``
-    counts the finite values used (``mean``/``std`` are NaN when ``n == 0``).  Other keys of the
+    ``std`` is the sample standard deviation (ddof = 1, as in the paper tables and
+    :mod:`robustlabel.reporting`); NaN values are left out and ``n`` counts the finite values
+    used (``mean`` is NaN when ``n == 0``, ``std`` when ``n < 2``).  Other keys of the
     rows (e.g. ``"case"``) are ignored.
     """
     rows = list(rows)
@@ -116,7 +117,7 @@ def summarise(rows: Iterable[Mapping[str, float]]) -> dict[str, dict[str, float]
         n = int(finite.size)
         summary[key] = {
             "mean": float(finite.mean()) if n else math.nan,
-            "std": float(finite.std()) if n else math.nan,
+            "std": float(finite.std(ddof=1)) if n > 1 else math.nan,
             "n": n,
         }
     return summary
@@ -124,4 +125,13 @@ def summarise(rows: Iterable[Mapping[str, float]]) -> dict[str, dict[str, float]
 
 def format_summary(summary: Mapping[str, Mapping[str, float]]) -> str:
     """One line per metric: ``dice_WT  0.8512 ± 0.0312  (n=57)``."""
-    return "\n".join(f"{k:<8} {v['mean']:.4f} ± {v['std']:.4f}  (n={int(v['n'])})" for k, v in summary.items())
+    return "\n".join(f"{k:<8} {format_mean_std(v)}  (n={int(v['n'])})" for k, v in summary.items())
+
+
+def format_mean_std(stats: Mapping[str, float] | None, decimals: int = 4) -> str:
+    """``"0.8512 ± 0.0312"``; only the mean when there is no std (n < 2); ``"n/a"`` without values."""
+    if not stats or not math.isfinite(stats["mean"]):
+        return "n/a"
+    if not math.isfinite(stats.get("std", math.nan)):
+        return f"{stats['mean']:.{decimals}f}"
+    return f"{stats['mean']:.{decimals}f} ± {stats['std']:.{decimals}f}"
