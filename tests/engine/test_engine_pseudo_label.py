@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from robustlabel.cli import main as cli_main
 from robustlabel.data.studies import studies_datalist, unlabeled_datalist
@@ -184,3 +185,56 @@ def test_cli_pseudo_label(studies, teacher, capsys):
     out = capsys.readouterr().out
     assert "3 written" in out and "most uncertain" in out
     assert len(list((studies / "labels" / "pseudo").glob("*.nii.gz"))) == 3
+
+
+class FailingSink(MemorySink):
+    """Stores the first case, then every write fails (e.g. a full disk)."""
+
+    def write(self, case, label, affine, info, confidence):
+        if self.stored:
+            raise OSError(f"no space left writing {case}")
+        return super().write(case, label, affine, info, confidence)
+
+
+def test_background_writer_surfaces_errors_and_rechecks_final(studies, teacher):
+    pool = unlabeled_datalist(studies)
+    labeller = PseudoLabeller(teacher.best_checkpoint, device="cpu", num_workers=0, batch_size=1)
+    sink = FailingSink(final_cases=set())
+    with pytest.raises(OSError, match="no space left writing"):
+        labeller.label(pool, sink, progress=False)
+    assert list(sink.stored) == [pool[0]["case"]]
+
+    # a final label that appears after the pre-check is honoured by the writer thread
+    late = MemorySink(final_cases=set())
+    seen = []
+    results = labeller.label(pool, late, progress=False, callback=lambda r: (seen.append(r.case), late.final_cases.add(pool[-1]["case"])))
+    assert [r.status for r in results] in ([WRITTEN, WRITTEN, SKIPPED_CLINICIAN], [WRITTEN] * 3)
+    assert seen == [i["case"] for i in pool]  # callbacks in input order, on the caller's thread
+
+
+def test_channels_last_changes_rounding_only_and_contiguous_is_exact(studies, teacher):
+    pool = unlabeled_datalist(studies)[:2]
+    fast = PseudoLabeller(teacher.best_checkpoint, device="cpu", num_workers=0, channels_last=True)
+    exact = PseudoLabeller(teacher.best_checkpoint, device="cpu", num_workers=0, channels_last=False)
+    kernels = lambda labeller: [p for p in labeller.network.parameters() if p.dim() == 5]  # noqa: E731
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels(fast))
+    assert all(p.is_contiguous() for p in kernels(exact))
+    fast_sink, exact_sink = MemorySink(set()), MemorySink(set())
+    fast.label(pool, fast_sink, progress=False)
+    exact.label(pool, exact_sink, progress=False)
+
+    # reference: the shared whole-volume prediction with the network as stored (contiguous)
+    from robustlabel.data.transforms import infer_transforms
+    from robustlabel.engine.checkpoint import network_from_checkpoint, read_checkpoint
+    from robustlabel.engine.pseudo_label import summarise_prediction
+    from robustlabel.engine.inference import predict_probabilities
+    network, _ = network_from_checkpoint(read_checkpoint(teacher.best_checkpoint, "cpu"), "cpu")
+    for item in pool:
+        image = infer_transforms()({"image": item["image"]})["image"]
+        probs = predict_probabilities(network, image[None], exact.inferer)
+        reference, _, stats = summarise_prediction(probs[0], image)
+        np.testing.assert_array_equal(exact_sink.stored[item["case"]]["label"], reference)
+        assert exact_sink.stored[item["case"]]["info"]["uncertainty"] == stats["uncertainty"]
+        agree = (fast_sink.stored[item["case"]]["label"] == reference).mean()
+        assert agree > 0.999
+        assert fast_sink.stored[item["case"]]["info"]["uncertainty"] == pytest.approx(stats["uncertainty"], rel=1e-3)

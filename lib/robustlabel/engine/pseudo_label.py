@@ -10,8 +10,22 @@ Per case ``x`` the teacher's sliding-window softmax ``p_v = softmax(z_v)`` (floa
 * the case ``uncertainty = mean_{v∈T} H_v / ln C ∈ [0, 1]`` (over ``B`` when ``T`` is empty),
   by which the MONAI Label app ranks cases for the clinician (largest first).
 
-Volumes of equal shape are stacked into batches; a MONAI ``DataLoader`` with workers decompresses
-the next batch while the GPU runs the current one (with autocast when there is a GPU).
+Throughput (the per-image path of MONAI Label's stock ``BatchInferTask`` is the baseline, see
+``scripts/bench_pseudo_label.py``):
+
+* the teacher is loaded once; volumes of equal shape are stacked into batches, so the sliding
+  window fills ``sw_batch_size`` with windows of several volumes;
+* a MONAI ``DataLoader`` with workers decompresses the next batch while the GPU runs the current
+  one (default: ``min(4, cores)`` workers with CUDA, none on CPU, where the intra-op threads of
+  the convolutions already use every core and worker processes only compete with them);
+* inference runs under ``torch.inference_mode`` with autocast on CUDA (bf16 where supported) and,
+  on CPU, with the network in ``channels_last_3d`` (oneDNN's fast conv3d layout, see
+  :mod:`robustlabel.engine.inference`);
+* label, confidence and statistics come from one pass over the float32 probabilities
+  (:func:`summarise_prediction`), then a single background writer thread compresses and stores
+  each case (NIfTI gzip + sidecar) while the next batch is computed; at most
+  :data:`MAX_PENDING_BATCHES` batches wait for it, a failed write is raised in the caller, and
+  the writer re-checks the clinician label right before it writes.
 
 Output goes through a :class:`PseudoLabelSink`.  The default :class:`StudiesSink` writes
 ``STUDIES/labels/pseudo/<case>.nii.gz`` and the provenance sidecar ``<case>.json`` atomically;
@@ -27,7 +41,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,13 +62,15 @@ from ..data.transforms import infer_transforms
 from .checkpoint import network_from_checkpoint, read_checkpoint, sha256_file
 from .config import amp_dtype_for, resolve_device
 from .datalist import CaseDataset, UnreadableCaseError, check_datalist
-from .inference import make_inferer, predict_probabilities
+from .inference import default_channels_last, make_inferer, predict_probabilities, prepare_network
 
 #: the voxel-confidence map stores ``round(c_v · CONFIDENCE_SCALE)`` as uint8
 CONFIDENCE_SCALE = 255
 CONFIDENCE_DIR = "pseudo_confidence"
 #: statuses of a :class:`PseudoLabelResult`
 WRITTEN, SKIPPED_CLINICIAN, SKIPPED_SAME_TEACHER = "written", "skipped_clinician", "skipped_same_teacher"
+#: batches whose outputs may wait for the background writer before inference pauses
+MAX_PENDING_BATCHES = 2
 
 
 class ProtectedLabelError(PermissionError):
@@ -215,6 +233,11 @@ def summarise_prediction(probs: torch.Tensor, image: torch.Tensor) -> tuple[np.n
     return label, max_prob.float().cpu().numpy(), stats
 
 
+def default_num_workers(device: torch.device) -> int:
+    """Loader workers: ``min(4, cores)`` with CUDA (decompression overlaps GPU work), 0 on CPU."""
+    return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
 def shape_batches(shapes: Sequence[tuple[int, ...]], batch_size: int) -> list[list[int]]:
     """Indices grouped by equal shape (first-appearance order), in chunks of ``batch_size``."""
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -265,9 +288,13 @@ class PseudoLabeller:
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
         batch_size: volumes (of equal shape) per forward pass.
         sw_batch_size, overlap: sliding-window settings (default: the checkpoint's config).
-        num_workers: data-loader workers decompressing the next volumes.
+        num_workers: data-loader workers decompressing the next volumes (``None``:
+            :func:`default_num_workers`).
         amp, amp_dtype: autocast on CUDA (bf16 where supported, else fp16).
         save_confidence: also store the voxel-confidence map ``c_v``.
+        channels_last: network weights in ``channels_last_3d`` (``None``: on CPU only, see
+            :func:`~robustlabel.engine.inference.default_channels_last`); ``False`` reproduces the
+            contiguous-format outputs bit for bit.
     """
 
     def __init__(
@@ -278,17 +305,22 @@ class PseudoLabeller:
         batch_size: int = 2,
         sw_batch_size: int | None = None,
         overlap: float | None = None,
-        num_workers: int = 4,
+        num_workers: int | None = None,
         amp: bool = True,
         amp_dtype: str = "auto",
         save_confidence: bool = False,
+        channels_last: bool | None = None,
     ) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers is not None and int(num_workers) < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.checkpoint = Path(checkpoint)
         self.device = resolve_device(device)
         stored = read_checkpoint(self.checkpoint, self.device)
-        self.network, self.config = network_from_checkpoint(stored, self.device)
+        network, self.config = network_from_checkpoint(stored, self.device)
+        self.channels_last = default_channels_last(self.device) if channels_last is None else bool(channels_last)
+        self.network = prepare_network(network, self.channels_last)
         record = stored["record"]
         self.teacher = {
             "checkpoint": str(self.checkpoint.resolve()),
@@ -298,7 +330,7 @@ class PseudoLabeller:
         }
         self.amp_dtype = amp_dtype_for(self.device, amp, amp_dtype)
         self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = default_num_workers(self.device) if num_workers is None else int(num_workers)
         self.save_confidence = bool(save_confidence)
         self.inferer = make_inferer(
             self.config.resolved_roi_size,
@@ -345,6 +377,16 @@ class PseudoLabeller:
         geometry = {i: read_geometry(items[i]["image"]) for i in todo}
         batches = shape_batches([geometry[i][0] for i in todo], self.batch_size)
         pending = [items[i] for i in todo]
+        # one writer thread: writes stay ordered and the sink is never called concurrently
+        in_flight: deque[tuple[int, Future[PseudoLabelResult]]] = deque()
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-label-writer")
+
+        def collect(keep: int) -> None:
+            """Report finished writes (in order) until at most ``keep`` are in flight; re-raises a write error."""
+            while len(in_flight) > keep:
+                index, future = in_flight.popleft()
+                report(index, future.result())
+
         try:
             if pending:
                 loader = DataLoader(
@@ -359,19 +401,38 @@ class PseudoLabeller:
                     probs = predict_probabilities(self.network, images, self.inferer, self.amp_dtype)
                     for b, local in enumerate(batch_indices):
                         index = todo[local]
-                        report(index, self._store(items[index], probs[b], images[b], geometry[index], sink))
+                        label, info, confidence = self._summarise(items[index], probs[b], images[b], geometry[index])
+                        future = writer.submit(self._store, sink, items[index]["case"], label, geometry[index][1], info, confidence)
+                        in_flight.append((index, future))
+                    del images, probs
+                    collect(keep=MAX_PENDING_BATCHES * self.batch_size)
+                collect(keep=0)
         finally:
+            for _, future in in_flight:
+                future.cancel()
+            writer.shutdown(wait=True)
             bar.close()
         return [results[i] for i in range(len(items))]
 
+    @staticmethod
     def _store(
+        sink: PseudoLabelSink, case: str, label: np.ndarray, affine: np.ndarray, info: dict[str, Any],
+        confidence: np.ndarray | None,
+    ) -> PseudoLabelResult:
+        """Writer thread: hand one case to ``sink`` (which re-checks the clinician label)."""
+        location = sink.write(case, label, affine, info, confidence)
+        if location is None:
+            return PseudoLabelResult(case, SKIPPED_CLINICIAN)
+        return PseudoLabelResult(case, WRITTEN, location, info)
+
+    def _summarise(
         self,
         item: Mapping[str, Any],
         probs: torch.Tensor,
         image: torch.Tensor,
         geometry: tuple[tuple[int, int, int], np.ndarray],
-        sink: PseudoLabelSink,
-    ) -> PseudoLabelResult:
+    ) -> tuple[np.ndarray, dict[str, Any], np.ndarray | None]:
+        """Label (BraTS values), sidecar and optional uint8 confidence map of one case."""
         shape, affine = geometry
         label, max_prob, stats = summarise_prediction(probs, image)
         if tuple(label.shape) != shape:  # the inference transforms never resample; guard anyway
@@ -394,10 +455,7 @@ class PseudoLabeller:
             },
         }
         confidence = np.rint(max_prob * CONFIDENCE_SCALE).astype(np.uint8) if self.save_confidence else None
-        location = sink.write(item["case"], label, affine, info, confidence)
-        if location is None:
-            return PseudoLabelResult(item["case"], SKIPPED_CLINICIAN)
-        return PseudoLabelResult(item["case"], WRITTEN, location, info)
+        return label, info, confidence
 
 
 def pseudo_label_studies(

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -59,12 +58,6 @@ logger = logging.getLogger(__name__)
 #: sidecar keys copied into the datastore's label info (the datastore file is rewritten on every
 #: save, so it keeps a summary; the full sidecar -- affine, inference settings, ... -- is the file)
 LABEL_INFO_KEYS: tuple[str, ...] = ("case", "tag", "teacher", "created", "uncertainty", "confidence", "voxel_counts")
-
-
-def default_num_workers(device: str) -> int:
-    """Loader workers: up to 4 with CUDA (decompression overlaps GPU work); none on CPU, where
-    inference already uses every core through intra-op threads and workers would compete."""
-    return min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0
 
 
 class DatastoreSink:
@@ -144,7 +137,9 @@ class PoolPseudoLabelTask(BatchInferTask):
             checkpoint,
             device=device,
             batch_size=int(parse_number("batch_size", request.get("batch_size", 2), int, lo=1)),
-            num_workers=int(parse_number("num_workers", request.get("num_workers", default_num_workers(device)), int, lo=0)),
+            # None: the engine's default (loader workers with CUDA, none on CPU)
+            num_workers=(None if request.get("num_workers") is None
+                         else int(parse_number("num_workers", request["num_workers"], int, lo=0))),
         )
         results = labeller.label(items, DatastoreSink(datastore, model), progress=True)
         scores = PseudoConfidence()({"method": "pseudo_confidence"}, datastore)
