@@ -59,7 +59,6 @@ import gc
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -89,6 +88,7 @@ from robustlabel.reporting import (
     atomic_write_json,
     environment_info,
     plot_panels,
+    prepare_out_dir,
     write_report,
 )
 
@@ -639,14 +639,8 @@ def write_outputs(args: argparse.Namespace, store: ResultsStore, split: dict[str
 # --------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
     args = resolve_settings(build_parser().parse_args(argv))
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.overwrite:
-        remove = ["runs"] + ([SYNTHETIC_DIR, STUDIES_DIR] if args.quick else [])
-        for name in remove:
-            shutil.rmtree(args.out / name, ignore_errors=True)
-        (args.out / "runs.json").unlink(missing_ok=True)
+    prepare_out_dir(args.out, overwrite=args.overwrite, threads=args.threads,
+                    remove=["runs", "runs.json"] + ([SYNTHETIC_DIR, STUDIES_DIR] if args.quick else []))
     studies, data_note = prepare_studies(args)
     items = {item["case"]: item for item in studies_datalist(studies, sources=(FINAL,))}
     if not items:

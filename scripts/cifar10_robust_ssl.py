@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from robustlabel.data.cifar import ImageSet, load_cifar10, write_synthetic_cifar10
 from robustlabel.data.nifti import write_bytes_atomic
@@ -60,6 +58,7 @@ from robustlabel.reporting import (
     environment_info,
     parse_float_pair,
     plot_ours_vs_paper,
+    prepare_out_dir,
     write_report,
 )
 
@@ -295,12 +294,7 @@ def report(args: argparse.Namespace, store: ResultsStore, sizes: dict[str, int],
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = resolve_settings(build_parser().parse_args(argv))
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.overwrite:
-        shutil.rmtree(args.out / "checkpoints", ignore_errors=True)
-        (args.out / "runs.json").unlink(missing_ok=True)
+    prepare_out_dir(args.out, overwrite=args.overwrite, threads=args.threads, remove=["checkpoints", "runs.json"])
     if args.synthetic:
         args.data = write_synthetic_cifar10(args.out / "synthetic-data", n_train=2500, n_test=500, seed=0)
         data_note = f"SYNTHETIC colour-blob images in the CIFAR-10 format ({args.data}), not CIFAR-10"

@@ -77,6 +77,29 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
 
 
 # --------------------------------------------------------------------------- command line
+def prepare_out_dir(
+    out: Path, *, overwrite: bool, remove: Sequence[str] = (), threads: int | None = None
+) -> Path:
+    """Start of every paper script: torch's CPU thread count, ``out`` created, and with
+    ``overwrite`` the named entries of ``out`` (files or folders; finished results, run folders)
+    deleted so the experiment starts over instead of resuming."""
+    import shutil
+
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for name in remove:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+    return out
+
+
 def parse_float_pair(text: str) -> tuple[float, float]:
     """argparse ``type`` for ``"A,B"`` (e.g. SCE's ``ALPHA,GAMMA``): ``(float(A), float(B))``."""
     import argparse
