@@ -206,5 +206,5 @@ def test_demo_loop_dry_run_uses_loop_defaults(tmp_path: Path, capsys: pytest.Cap
     manifest = json.loads((studies / "robustlabel_manifest.json").read_text())
     assert len(manifest["labeled"]) == 3 and len(manifest["unlabeled"]) == 3  # --loop labels half
     command = capsys.readouterr().out.strip().splitlines()[-1]
-    assert command.startswith("$ robustlabel teacher-student") and "--tiny" in command
+    assert command.startswith("$ robustlabel teacher-student") and "--tiny" in command and "--lr 0.003" in command
     assert f"--out {tmp_path / 'demo' / 'teacher-student'}" in command
