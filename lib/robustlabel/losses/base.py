@@ -119,7 +119,7 @@ class PixelwiseLoss(nn.Module):
     # ------------------------------------------------------------------ evaluation
     def _phi(self, ce: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """For losses of the form ``ℓ = φ(CE, y)``: return ``(φ, ∂φ/∂CE)`` (``None`` means 1)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _phi or _elementwise")
+        raise TypeError(f"{type(self).__name__} defines neither _phi (a loss of CE) nor _elementwise")
 
     def _elementwise(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Default: ``φ(CE)`` through the fused softmax kernel of :mod:`.fused`."""
