@@ -55,7 +55,6 @@ runs and resumes interrupted training from the engine's last.pt.
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import json
 import os
@@ -449,11 +448,6 @@ class Table2Experiment:
         self.store.put(key, record)
         self.done.trained.append(key)
         self.bar.update(1)
-        del run
-        # the engine's ignite objects form reference cycles that keep a finished run's network,
-        # optimiser state and loaders alive until the cyclic GC happens to run; free them now so
-        # that memory (GPU memory too) does not pile up over the 48 runs of the table
-        gc.collect()
         return record
 
     def _evaluate(self, checkpoint: Path, items: list[dict[str, Any]]) -> tuple[list[dict], dict]:

@@ -195,3 +195,24 @@ def test_stop_request_ends_the_run_after_a_checkpointed_epoch(studies_template, 
     assert [h["epoch"] for h in result.history] == [1] and [h["epoch"] for h in seen] == [1]
     assert torch.load(result.last_checkpoint, weights_only=True)["trainer"]["iteration"] == 1
     assert result.best_epoch == 1 and result.best_metric is None  # no validation cases: best follows last
+
+
+def test_finished_run_releases_its_network(studies_template, tmp_path):
+    """MONAI's engines form reference cycles; train() must not leave the run's model alive."""
+    import gc
+
+    from robustlabel.networks import TransBTS
+
+    def live_networks() -> int:
+        return sum(isinstance(o, TransBTS) for o in gc.get_objects())
+
+    items = studies_datalist(studies_template, sources=("final",))
+    gc.collect()
+    before = live_networks()
+    gc.disable()  # only an explicit collection (inside train) may free the cycles
+    try:
+        train(items[:2], [], tmp_path / "run", tiny_config(epochs=1), progress=False)
+        after = live_networks()
+    finally:
+        gc.enable()
+    assert after == before

@@ -9,9 +9,7 @@ one epoch of the tiny TransBTS, one torch thread (much faster than two on a busy
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -19,9 +17,9 @@ from types import ModuleType
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "brats_robust_ssl.py"
+from conftest import load_script
+
 QUICK_ARGS = ["--quick", "--cases", "4", "--shape", "32", "--fractions", "50", "--repeats", "1", "--epochs", "1",
               "--batch-size", "2", "--device", "cpu", "--num-workers", "0", "--threads", "1", "--no-progress"]
 RUN_KEYS = {"r0/p50/lower", "r0/p50/ce", "r0/p50/bce", "r0/p50/gce", "r0/p50/sce", "r0/upper"}
@@ -29,20 +27,7 @@ RUN_KEYS = {"r0/p50/lower", "r0/p50/ce", "r0/p50/bce", "r0/p50/gce", "r0/p50/sce
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("brats_robust_ssl", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
-
-
-@pytest.fixture()
-def restore_threads():
-    """The script's ``--threads`` sets torch's global thread count; put it back afterwards."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+    return load_script("brats_robust_ssl")
 
 
 def test_paper_split_is_200_28_57_for_285_cases(script):

@@ -4,7 +4,9 @@
    from ``numpy.random.default_rng(split_seed)``: ``n_test = max(1, ⌊0.2·n + ½⌋)`` held-out
    test cases, ``n_val = max(1, ⌊0.1·n + ½⌋)`` validation cases (model selection), the rest for
    training (at least 1, so at least 3 clinician-labelled cases are needed).  The fractions
-   follow the seed paper's BraTS split 200 / 28 / 57 ≈ 70 / 10 / 20 %.
+   round the seed paper's BraTS split 200 / 28 / 57 to 70 / 10 / 20 % (285 cases give
+   199 / 29 / 57; ``val_fraction=28/285, test_fraction=57/285`` reproduce it exactly, as
+   ``scripts/brats_robust_ssl.py`` does).
 2. **Round 0, teacher**: CE on the training ``final`` labels only ("lower bound" of the paper).
 3. **Pseudo-label** every case without a ``final`` label (the pool) with the teacher's
    ``best.pt`` (:class:`~robustlabel.engine.pseudo_label.PseudoLabeller`).
