@@ -12,12 +12,25 @@ labelled share p of the training split and each repeat r (a different labelled s
   beta-CE (beta = 0.001), GCE (q = 0.7) or SCE (alpha = 0.01, gamma = 1) on the pseudo-labels;
 * Upper bound (once per repeat): CE on 100 % of the training split with true labels.
 
-Every model is selected on the validation split (true labels, best mean WT/TC/ET Dice) and
-scored on the held-out test split: Dice of WT = {1, 2, 4}, TC = {1, 4} and ET = {4} (the
+Every model is scored on the held-out test split with its last epoch (--select last, the
+default, as the seed paper, which used validation only to choose hyper-parameters) or with the
+epoch of best mean WT/TC/ET validation Dice (--select best): Dice of WT = {1, 2, 4}, TC = {1, 4} and ET = {4} (the
 paper's text says "ET (label 1)"; label 4 is the BraTS enhancing tumour).  The table gives
 the mean (sample std) over repeats of each run's mean test Dice, beside the paper's Table 2.
 The teacher of a (p, r) is trained once and serves all four students.  All training,
 pseudo-labelling and evaluation run through robustlabel.engine.
+
+Protocol choices (each is named in the table notes):
+
+* --select last|best: the checkpoint that pseudo-labels and is scored (default last);
+* --mode union|robust_all|per_source: how clinician and pseudo-label terms are weighted
+  (default union: one mean over every voxel of the shuffled batch; robust_all: the robust loss
+  on every sample, the seed's train_cv.py; per_source: 1:1 batches and the two per-source
+  means added, the seed's train_2losses.py);
+* --precision fp32|bf16|fp16: fp32 (default, as the seed) or autocast on CUDA;
+* --init scratch|teacher: students start from random weights (default, the paper) or from
+  their teacher's;
+* --lr: Adam's initial learning rate (default 2e-4, the paper's).
 
 Split: the case ids, sorted, are permuted with numpy.random.default_rng(--split-seed)
 (robustlabel.engine.split_cases) with validation share 28/285 (about 9.8 %) and test share
@@ -40,6 +53,14 @@ without a label take no part:
     # epochs.  One run is one TransBTS training, so the full table is 3 x (3 x 5 + 1) = 48
     # runs of 1000 epochs (a GPU job); --fractions / --repeats select a part of it.
 
+Several GPUs or nodes (torch.distributed, NCCL on CUDA, gloo on CPU): start the same command
+under torchrun.  Every training is data parallel and every pool is sharded over the ranks;
+rank 0 imports the data, scores the test split and writes every report.  --batch-size is per
+rank, so the paper's batch 4 on 4 GPUs is --batch-size 1 (the global batch is N times it):
+
+    torchrun --nproc-per-node 4 scripts/brats_robust_ssl.py --data /data/MICCAI_BraTS_2018_Data_Training \
+        --out results/brats_table2 --batch-size 1
+
 Smoke run on CPU (synthetic BraTS-like phantoms written into OUT, tiny TransBTS, 2 epochs;
 the numbers are NOT comparable to the paper):
 
@@ -60,7 +81,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,10 +93,28 @@ from robustlabel.data.labels import REGIONS
 from robustlabel.data.studies import FINAL, PSEUDO, import_brats, read_manifest, select_labeled, studies_datalist
 from robustlabel.data.synthetic import write_synthetic_brats
 from robustlabel.engine import PseudoLabeller, StudiesSink, TrainConfig, evaluate_checkpoint, split_cases, train
-from robustlabel.engine.checkpoint import BEST_NAME
-from robustlabel.engine.config import resolve_device
-from robustlabel.engine.pseudo_label import SKIPPED_SAME_TEACHER, WRITTEN
+from robustlabel.engine.checkpoint import BEST_NAME, LAST_NAME
+from robustlabel.engine.distributed import (
+    barrier,
+    broadcast_object,
+    close_distributed,
+    current,
+    init_distributed,
+    rank_zero_store,
+)
+from robustlabel.engine.pool_shards import label_pool
+from robustlabel.engine.config import (
+    INITS,
+    PRECISIONS,
+    SELECTIONS,
+    SOURCE_MODES,
+    precision_settings,
+    precision_used,
+    resolve_device,
+)
+from robustlabel.engine.pseudo_label import student_items
 from robustlabel.engine.rounds import loss_label
+from robustlabel.metrics.brats import BRATS_WORST_HD95
 from robustlabel.engine.trainer import RESUMABLE_CHANGES
 from robustlabel.losses import PAPER_HPARAMS
 from robustlabel.networks import TINY_TRANSBTS
@@ -235,6 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training crop = sliding window = TransBTS img_size, 1 or 3 multiples of 8 "
                          "(default 128; quick 32)")
     tr.add_argument("--val-interval", type=int, help="validate every N epochs (default 10; quick 1)")
+    tr.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam's initial learning rate (default 2e-4)")
+    tr.add_argument("--select", choices=SELECTIONS, default="last",
+                    help="checkpoint that pseudo-labels and is scored: last epoch (default, the paper) or best "
+                         "validation Dice")
+    tr.add_argument("--mode", choices=SOURCE_MODES, default=SOURCE_MODES[0],
+                    help="weighting of clinician and pseudo-label terms: union (default), robust_all (train_cv.py), "
+                         "per_source (1:1 batches, train_2losses.py)")
+    tr.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                    help="fp32 (default, the paper) or bf16 / fp16 autocast on CUDA (CPU always runs fp32)")
+    tr.add_argument("--init", choices=INITS, default="scratch",
+                    help="student initialisation: scratch (default, the paper) or the teacher's weights")
     tr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     tr.add_argument("--num-workers", type=int, help="data-loader workers (default 0 on CPU, up to 8 on CUDA)")
     tr.add_argument("--threads", type=int,
@@ -295,8 +345,9 @@ def base_train_config(args: argparse.Namespace) -> TrainConfig:
     network = {**TINY_TRANSBTS} if args.quick else {}
     network["img_size"] = list(args.roi_size)
     return TrainConfig(
-        network=network, roi_size=args.roi_size, batch_size=args.batch_size, epochs=args.epochs,
-        val_interval=args.val_interval, num_workers=args.num_workers, device=str(args.torch_device),
+        network=network, roi_size=args.roi_size, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+        val_interval=args.val_interval, num_workers=args.num_workers, device=str(args.torch_device), mode=args.mode,
+        **precision_settings(args.precision),
     )
 
 
@@ -310,6 +361,9 @@ def results_fingerprint(args: argparse.Namespace, config: TrainConfig, cases: Se
         "n_cases": len(cases),
         "split_seed": args.split_seed,
         "train": recipe,
+        "select": args.select,
+        "init": args.init,
+        "precision": precision_used(config.amp, config.amp_dtype, args.torch_device),
     }
 
 
@@ -356,7 +410,8 @@ def prepare_studies(args: argparse.Namespace) -> tuple[Path, str]:
     if settings is not None:
         write_synthetic_brats(source, cases=args.cases, shape=args.shape, seed=0, progress=not args.no_progress)
         atomic_write_json(source / SYNTHETIC_SETTINGS, settings)
-    report = import_brats(source, studies, labeled_fraction=1.0, seed=0, progress=not args.no_progress)
+    report = import_brats(source, studies, labeled_fraction=1.0, seed=0, progress=not args.no_progress,
+                          labelled_only=True)
     print(report.format())
     return studies, note
 
@@ -367,24 +422,6 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-class HiddenPoolSink(StudiesSink):
-    """A :class:`~robustlabel.engine.StudiesSink` for one (p, repeat): pseudo-labels go to
-    ``label_dir``, and only the ``labelled`` subset counts as clinician-labelled.
-
-    In the studies folder every case has its true ``final`` label; the experiment hides those
-    of the pool, so the engine's "has a clinician label" test is answered from the labelled
-    subset instead.  Nothing is ever written into the studies folder (``label_dir`` lies in the
-    run folder, and the engine refuses any ``final`` folder).
-    """
-
-    def __init__(self, studies: Path, label_dir: Path, labelled: Iterable[str]) -> None:
-        super().__init__(studies, label_dir=label_dir, confidence_dir=label_dir.parent / "pseudo_confidence")
-        self.labelled = frozenset(labelled)
-
-    def has_clinician_label(self, case: str) -> bool:
-        return case in self.labelled
 
 
 # --------------------------------------------------------------------------- experiment
@@ -409,7 +446,7 @@ class Table2Experiment:
         self.progress = not args.no_progress
         self.done = RunLog()
         self.bar = tqdm(total=len(args.fractions) * args.repeats * (1 + len(STUDENTS)) + args.repeats,
-                        desc="table2", unit="run", disable=not self.progress)
+                        desc="table2", unit="run", disable=not (self.progress and current().is_main))
 
     # -- keys and folders
     @staticmethod
@@ -431,19 +468,21 @@ class Table2Experiment:
         start = time.perf_counter()
         self.bar.set_postfix_str(key)
         run = train(train_items, self.val_items, folder, config, resume=True, progress=self.progress)
-        rows, summary = self._evaluate(run.best_checkpoint, self.test_items)
+        scored = run.checkpoint(self.args.select)
+        rows, summary = self._evaluate(scored, self.test_items)
         record = {
             "row": row.name, **extra,
             "loss": loss_label(config, "student" if row.kind == "student" else "teacher"),
             "train_final": sum(i["source"] == FINAL for i in train_items),
             "train_pseudo": sum(i["source"] == PSEUDO for i in train_items),
-            "checkpoint": str(run.best_checkpoint), "best_epoch": run.best_epoch, "val_mean_dice": run.best_metric,
+            "checkpoint": str(scored), "select": self.args.select, "best_epoch": run.best_epoch,
+            "val_mean_dice": run.best_metric,
             "epochs": len(run.history), "resumed_from_epoch": run.start_epoch,
             "train_time_s": round(sum(h.get("time_s", 0.0) for h in run.history), 2),
             "test_summary": summary, "test_cases": rows,
         }
         if pool_items is not None:
-            record["pseudo_label_summary"] = self._evaluate(run.best_checkpoint, pool_items)[1]
+            record["pseudo_label_summary"] = self._evaluate(scored, pool_items)[1]
         record["wall_s"] = round(time.perf_counter() - start, 2)
         self.store.put(key, record)
         self.done.trained.append(key)
@@ -451,8 +490,11 @@ class Table2Experiment:
         return record
 
     def _evaluate(self, checkpoint: Path, items: list[dict[str, Any]]) -> tuple[list[dict], dict]:
-        return evaluate_checkpoint(checkpoint, items, device=str(self.args.torch_device),
-                                   num_workers=self.args.num_workers, amp=self.config.amp, progress=self.progress)
+        """Scores of ``checkpoint`` on ``items``: computed by rank 0, sent to every rank."""
+        scores = evaluate_checkpoint(checkpoint, items, device=str(self.args.torch_device),
+                                     num_workers=self.args.num_workers, amp=self.config.amp,
+                                     progress=self.progress) if current().is_main else None
+        return broadcast_object(scores)
 
     # -- rows
     def run_upper(self, repeat: int) -> None:
@@ -467,8 +509,9 @@ class Table2Experiment:
         """The teacher (lower-bound) checkpoint of ``(percent, repeat)``: read back when recorded,
         else trained (or resumed) and recorded."""
         key, folder = self.key(LOWER, repeat, percent), self.folder(repeat, percent) / "teacher"
-        if key in self.store and (folder / BEST_NAME).is_file():
-            return folder / BEST_NAME
+        selected = folder / (LAST_NAME if self.args.select == "last" else BEST_NAME)
+        if key in self.store and selected.is_file():
+            return selected
         config = self.config.replace(seed=repeat, pseudo_loss="ce", pseudo_params={})
         record = self._fit(key, LOWER, folder, [self.items[c] for c in labelled], config,
                            {"p": percent, "repeat": repeat, "labelled": labelled, "pool": pool},
@@ -479,17 +522,17 @@ class Table2Experiment:
                       pool: list[str]) -> list[dict[str, Any]]:
         """Pseudo-label the pool with ``teacher`` (cases already labelled by it are skipped) and
         return the students' pseudo-label datalist items."""
-        sink = HiddenPoolSink(self.studies, self.folder(repeat, percent) / "pseudo", labelled)
+        # every case of the studies folder has its true final label; the experiment hides those of
+        # the pool, so only the labelled subset counts as clinician-labelled (protected)
+        folder = self.folder(repeat, percent)
+        hidden = frozenset(labelled)
+        sink = StudiesSink(self.studies, label_dir=folder / "pseudo", confidence_dir=folder / "pseudo_confidence",
+                           protected=hidden.__contains__)
         labeller = PseudoLabeller(teacher, device=str(self.args.torch_device), num_workers=self.args.num_workers,
                                   amp=self.config.amp, amp_dtype=self.config.amp_dtype)
         pool_items = [{"image": self.items[c]["image"], "case": c} for c in pool]
-        results = labeller.label(pool_items, sink, progress=self.progress)
-        failed = [r.case for r in results if r.status not in (WRITTEN, SKIPPED_SAME_TEACHER)]
-        if failed:
-            raise RuntimeError(f"pool cases {failed} were not pseudo-labelled (statuses "
-                               f"{sorted({r.status for r in results})}); expected none to be protected")
-        return [{"image": self.items[r.case]["image"], "label": str(sink.label_path(r.case)), "source": PSEUDO,
-                 "case": r.case} for r in results]
+        results = label_pool(labeller, pool_items, sink, progress=self.progress)  # sharded over the ranks
+        return student_items(pool_items, results, sink, strict=True)
 
     def run_fraction(self, percent: int, repeat: int) -> None:
         labelled, pool = labelled_subset(self.split["train"], percent, repeat)
@@ -504,8 +547,10 @@ class Table2Experiment:
         if not students:
             return
         train_items = [self.items[c] for c in labelled] + self._pseudo_items(teacher, percent, repeat, labelled, pool)
+        init = str(teacher) if self.args.init == "teacher" else None
         for row in students:
-            config = self.config.replace(seed=repeat, pseudo_loss=row.pseudo_loss, pseudo_params=row.pseudo_params)
+            config = self.config.replace(seed=repeat, pseudo_loss=row.pseudo_loss, pseudo_params=row.pseudo_params,
+                                         init_checkpoint=init)
             self._fit(self.key(row, repeat, percent), row, self.folder(repeat, percent) / f"student_{row.key}",
                       train_items, config, {"p": percent, "repeat": repeat, "teacher": str(teacher)})
 
@@ -561,7 +606,8 @@ def report_notes(args: argparse.Namespace, store: ResultsStore, split: dict[str,
     notes = [
         f"**Data:** {data_note}; {n} labelled cases",
         f"**Split (seed {args.split_seed}, {how}):** train {len(split['train'])} / validation {len(split['val'])} "
-        f"/ test {len(split['test'])}; model selection on validation (true labels), Dice on test",
+        f"/ test {len(split['test'])}; Dice on test",
+        protocol_note(args, config),
         "**Labelled / pseudo-labelled training cases:** "
         + "; ".join(f"p = {p} %: {len(lab)} / {len(pool)}" for p, (lab, pool) in sizes.items())
         + " (a different labelled subset per repeat, seed = repeat)",
@@ -581,6 +627,23 @@ def report_notes(args: argparse.Namespace, store: ResultsStore, split: dict[str,
                      + "; ".join(f"p = {p} %: " + ", ".join(f"{g} {d:.3f}" for g, d in q.items())
                                  for p, q in quality.items()))
     return notes
+
+
+def protocol_note(args: argparse.Namespace, config: TrainConfig) -> str:
+    """The table-notes line naming every protocol choice of the run (``--select``, ``--mode``,
+    ``--precision``, ``--init``, ``--lr``)."""
+    scored = ("the last epoch (as the paper; validation only reported)" if args.select == "last"
+              else "the epoch of best mean validation Dice")
+    modes = {"union": "union (one mean over every voxel of the shuffled batch)",
+             "robust_all": "robust_all (the robust loss on clinician samples too, as the seed's train_cv.py)",
+             "per_source": "per_source (1:1 clinician/pseudo batches, per-source means added, as the seed's "
+                           "train_2losses.py)"}
+    precision = precision_used(config.amp, config.amp_dtype, args.torch_device)
+    return (f"**Protocol:** --select {args.select}: scored and pseudo-labelling checkpoint = {scored}; --mode "
+            f"{modes[args.mode]}; --precision {args.precision} (ran in {precision} on {args.torch_device.type}); "
+            f"--init {args.init} (students start from "
+            f"{'random weights, as the paper' if args.init == 'scratch' else 'their teacher'}); --lr {config.lr:g}; "
+            f"HD95 of a region missing from exactly one of prediction and truth = {BRATS_WORST_HD95} mm")
 
 
 MeanStd = tuple[float | None, float | None]
@@ -632,10 +695,23 @@ def write_outputs(args: argparse.Namespace, store: ResultsStore, split: dict[str
 
 # --------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
-    args = resolve_settings(build_parser().parse_args(argv))
-    prepare_out_dir(args.out, overwrite=args.overwrite, threads=args.threads,
-                    remove=["runs", "runs.json"] + ([SYNTHETIC_DIR, STUDIES_DIR] if args.quick else []))
-    studies, data_note = prepare_studies(args)
+    args = build_parser().parse_args(argv)
+    ctx = init_distributed(args.device)  # under torchrun this process is one rank of the job
+    try:
+        return run(resolve_settings(args), ctx.is_main)
+    finally:
+        close_distributed()
+
+
+def run(args: argparse.Namespace, main_rank: bool = True) -> int:
+    """The experiment; every rank of a job runs it, rank 0 prepares the data and reports."""
+    if main_rank:
+        prepare_out_dir(args.out, overwrite=args.overwrite, threads=args.threads,
+                        remove=["runs", "runs.json"] + ([SYNTHETIC_DIR, STUDIES_DIR] if args.quick else []))
+        studies, data_note = prepare_studies(args)
+    else:
+        prepare_out_dir(args.out, overwrite=False, threads=args.threads)
+    studies, data_note = broadcast_object((studies, data_note) if main_rank else None)
     items = {item["case"]: item for item in studies_datalist(studies, sources=(FINAL,))}
     if not items:
         raise SystemExit(f"error: no labelled case could be imported into {studies} (see the import report above)")
@@ -645,10 +721,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             labelled_subset(split["train"], p, 0)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    atomic_write_json(args.out / "split.json", split)
+    if main_rank:
+        atomic_write_json(args.out / "split.json", split)
     config = base_train_config(args)
-    store = ResultsStore(args.out / "runs.json", results_fingerprint(args, config, list(items), data_note))
+    store = rank_zero_store(args.out / "runs.json", results_fingerprint(args, config, list(items), data_note))
     done = Table2Experiment(args, studies, split, items, store, config).run()
+    barrier()
+    if not main_rank:
+        return 0
     markdown = write_outputs(args, store, split, data_note, config, done)
     print(markdown.read_text())
     print(f"runs trained: {len(done.trained)}, skipped (finished earlier, read from {store.path}): {len(done.skipped)}")

@@ -4,8 +4,19 @@
 A ResNet-18 teacher is trained on p = 10 % of the training images with their labels (lower
 bound); it pseudo-labels the other 90 %; students are trained on both, with CE on the true
 labels and CE, β-CE (BCE), GCE or SCE on the pseudo-labels; the upper bound uses every true
-label.  10 % of the training set is held out for validation (and, with --grid, for choosing
-q, β and (α, γ)).  Test accuracy is reported as mean ± std over --seeds, beside the paper.
+label.  As in the paper, nothing is held out by default: 5k labelled and 45k pseudo-labelled
+images, and the upper bound trains on all 50k.  Only --grid holds out a validation share
+(--val-fraction, 10 %) for choosing q, β and (α, γ).  Test accuracy is reported as mean ± std
+over --seeds, beside the paper.
+
+Protocol choices (each is named in the table notes):
+
+* --select last|best: score the last epoch (default, as the paper) or the epoch of best
+  validation accuracy (needs the validation split of --grid);
+* --mode union|robust_all|per_source: how true-label and pseudo-label terms are weighted
+  (default union: one mean over the shuffled batch; robust_all: the robust loss on every
+  sample; per_source: 1:1 batches, the two per-source means added);
+* --precision fp32|bf16|fp16: fp32 (default, as the seed) or autocast on CUDA.
 
 Real data (the official python version, nothing is downloaded):
 
@@ -20,6 +31,13 @@ Smoke run on CPU in a few minutes (2 epochs, 2000 train / 500 test images, ResNe
 
     python scripts/cifar10_robust_ssl.py --quick --data /path/to/cifar-10-batches-py --out results/cifar10-quick
     python scripts/cifar10_robust_ssl.py --quick --synthetic --out results/cifar10-quick
+
+Several GPUs: the same command under torchrun trains every network data parallel (NCCL on
+CUDA, gloo on CPU); --batch-size is per rank (the paper's batch on 4 GPUs is a quarter of it),
+rank 0 writes every file:
+
+    torchrun --nproc-per-node 4 scripts/cifar10_robust_ssl.py --data /path/to/cifar-10-batches-py \
+        --out results/cifar10 --batch-size 32
 
 Outputs in --out: table1.{md,csv,json,png} and runs.json (finished runs).  Re-running
 with the same --out skips finished runs and resumes interrupted ones from checkpoints/.
@@ -40,6 +58,15 @@ import numpy as np
 
 from robustlabel.data.cifar import ImageSet, load_cifar10, write_synthetic_cifar10
 from robustlabel.data.nifti import write_bytes_atomic
+from robustlabel.engine.config import PRECISIONS, SELECTIONS, SOURCE_MODES
+from robustlabel.engine.distributed import (
+    barrier,
+    broadcast_object,
+    close_distributed,
+    current,
+    init_distributed,
+    rank_zero_store,
+)
 from robustlabel.engine.classify import (
     ClassifierConfig,
     DataSplit,
@@ -102,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--train-subset", type=int, help="use this many training images (fixed random subset)")
     src.add_argument("--test-subset", type=int, help="use this many test images (fixed random subset)")
     src.add_argument("--labelled-fraction", type=float, default=0.1, help="p: labelled share of the non-validation training set")
-    src.add_argument("--val-fraction", type=float, default=0.1, help="held-out validation share of the training set")
+    src.add_argument("--val-fraction", type=float, default=0.1,
+                     help="validation share of the training set held out with --grid (without --grid nothing is held "
+                          "out, as in the paper)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seeds", type=int, nargs="+", help="one repeat per seed (split and initialisation); default 0 1 2")
     p.add_argument("--quick", action="store_true", help="smoke-test settings: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
@@ -117,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--weight-decay", type=float, default=1e-4)
     tr.add_argument("--width", type=float, help="ResNet-18 width factor (1.0 = the paper's network)")
     tr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    tr.add_argument("--select", choices=SELECTIONS, default="last",
+                    help="score the last epoch (default, the paper) or the epoch of best validation accuracy "
+                         "(needs --grid's validation split)")
+    tr.add_argument("--mode", choices=SOURCE_MODES, default=SOURCE_MODES[0],
+                    help="weighting of true-label and pseudo-label terms: union (default), robust_all, per_source")
+    tr.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                    help="fp32 (default, the paper) or bf16 / fp16 autocast on CUDA (CPU always runs fp32)")
     tr.add_argument("--workers", type=int, help="data-loader workers (default 0 on CPU, up to 8 on CUDA)")
     tr.add_argument("--threads", type=int,
                     help="torch intra-op CPU threads (default: torch's; --quick: 1, which is several times "
@@ -145,7 +181,14 @@ def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
         args.workers = min(8, max(1, (os.cpu_count() or 2) - 1)) if on_cuda else 0
     if (args.data is None) == (not args.synthetic):
         raise SystemExit("error: give exactly one of --data PATH (real CIFAR-10) or --synthetic")
+    if args.select == "best" and not args.grid:
+        raise SystemExit("error: --select best needs a validation split, which only --grid holds out")
     return args
+
+
+def held_out_fraction(args: argparse.Namespace) -> float:
+    """The validation share actually held out: ``--val-fraction`` with ``--grid``, else 0 (the paper)."""
+    return float(args.val_fraction) if args.grid else 0.0
 
 
 def candidates(args: argparse.Namespace, loss: str) -> list[dict[str, float]]:
@@ -189,7 +232,7 @@ class Experiment:
         self.config = ClassifierConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
             weight_decay=args.weight_decay, lr_milestones=tuple(args.lr_milestones), lr_gamma=args.lr_gamma,
-            num_workers=args.workers, device=args.device,
+            num_workers=args.workers, device=args.device, precision=args.precision,
         )
         self.checkpoints = args.out / "checkpoints"
 
@@ -201,7 +244,8 @@ class Experiment:
         if len(split.val):
             eval_sets["val"] = (self.train.images[split.val], self.train.labels[split.val])
         network, record = fit_and_evaluate(self.build_network, data, loss, self.config, eval_sets, seed=seed,
-                                           checkpoint_dir=self.checkpoints / key, description=key)
+                                           checkpoint_dir=self.checkpoints / key, description=key,
+                                           select=self.args.select)
         record.update(seed=seed, **extra)
         return network, record
 
@@ -214,16 +258,17 @@ class Experiment:
         data = make_training_set(self.train.images, self.train.labels, split.labelled)
         teacher, record = self._fit(key, data, source_aware_loss("ce"), seed, split, {"row": TEACHER.name, "hparams": {}})
         labels, confidence = pseudo_label(teacher, self.train.images[split.unlabelled], self.config.eval_batch_size,
-                                          self.config.torch_device)
+                                          self.config.torch_device, self.config.autocast_dtype)
         buffer = io.BytesIO()
         np.savez(buffer, labels=labels, confidence=confidence, unlabelled=split.unlabelled)
-        write_bytes_atomic(path, buffer.getvalue())
+        if current().is_main:  # every rank holds the same teacher and labels; rank 0 writes them
+            write_bytes_atomic(path, buffer.getvalue())
         record["pseudo_label_acc"] = float(100.0 * np.mean(labels == self.train.labels[split.unlabelled]))
         self.store.put(key, record)
         return labels
 
     def run_seed(self, seed: int) -> None:
-        split = split_indices(len(self.train), self.args.labelled_fraction, self.args.val_fraction, seed)
+        split = split_indices(len(self.train), self.args.labelled_fraction, held_out_fraction(self.args), seed)
         pseudo = self.pseudo_labels(seed, split)
         images, labels = self.train.images, self.train.labels
         training_sets = {
@@ -235,7 +280,7 @@ class Experiment:
                 continue
             for key, params in run_keys(row, seed, self.args):
                 if key not in self.store:
-                    loss = source_aware_loss(row.key if row.kind == "student" else "ce", **params)
+                    loss = source_aware_loss(row.key if row.kind == "student" else "ce", mode=self.args.mode, **params)
                     _, record = self._fit(key, training_sets[row.kind], loss, seed, split,
                                           {"row": row.name, "hparams": params})
                     self.store.put(key, record)
@@ -249,6 +294,21 @@ def selected_runs(store: ResultsStore, args: argparse.Namespace, seed: int) -> d
         if runs:
             chosen[row.name] = max(runs, key=lambda r: r.get("val_acc", r["test_acc"]))
     return chosen
+
+
+def protocol_note(args: argparse.Namespace) -> str:
+    """The table-notes line naming every protocol choice (``--select``, ``--mode``, ``--precision``,
+    the validation split)."""
+    modes = {"union": "union (one mean over the shuffled batch of true- and pseudo-labelled images)",
+             "robust_all": "robust_all (the robust loss on the true-labelled images too)",
+             "per_source": "per_source (1:1 batches, the two per-source means added)"}
+    device = resolve_device(args.device)
+    ran = "fp32" if device.type != "cuda" or args.precision == "fp32" else args.precision
+    held = (f"{held_out_fraction(args):.0%} of the training set held out for --grid" if args.grid
+            else "no validation split (as the paper; only --grid holds one out)")
+    scored = "the last epoch (as the paper)" if args.select == "last" else "the epoch of best validation accuracy"
+    return (f"**Protocol:** --select {args.select}: scored = {scored}; --mode {modes[args.mode]}; --precision "
+            f"{args.precision} (ran in {ran} on {device.type}); {held}")
 
 
 def report(args: argparse.Namespace, store: ResultsStore, sizes: dict[str, int], data_note: str) -> Path:
@@ -266,6 +326,7 @@ def report(args: argparse.Namespace, store: ResultsStore, sizes: dict[str, int],
     notes.append(f"**Model / schedule:** ResNet-18 (CIFAR stem, MONAI, width x{args.width:g}), {args.epochs} epochs, "
                  f"batch {args.batch_size}, SGD lr {args.lr:g} x{args.lr_gamma:g} at {args.lr_milestones}, momentum "
                  f"{args.momentum:g}, weight decay {args.weight_decay:g}, crop(pad 4) + flip")
+    notes.append(protocol_note(args))
     if pseudo:
         notes.append(f"**Teacher pseudo-label accuracy on the unlabelled part:** {np.mean(pseudo):.2f} % "
                      f"(so {100 - np.mean(pseudo):.2f} % of the pseudo-labels are wrong)")
@@ -293,28 +354,50 @@ def report(args: argparse.Namespace, store: ResultsStore, sizes: dict[str, int],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = resolve_settings(build_parser().parse_args(argv))
-    prepare_out_dir(args.out, overwrite=args.overwrite, threads=args.threads, remove=["checkpoints", "runs.json"])
+    args = build_parser().parse_args(argv)
+    ctx = init_distributed(args.device)  # under torchrun this process is one rank of the job
+    try:
+        return run(resolve_settings(args), ctx.is_main)
+    finally:
+        close_distributed()
+
+
+def run(args: argparse.Namespace, main_rank: bool = True) -> int:
+    """Every rank of a job runs the experiment (data-parallel training, see
+    :func:`robustlabel.engine.classify.train_classifier`); rank 0 prepares the output folder and
+    the synthetic data and writes every file."""
+    if main_rank:
+        prepare_out_dir(args.out, overwrite=args.overwrite, threads=args.threads, remove=["checkpoints", "runs.json"])
+    barrier()
+    if not main_rank:
+        prepare_out_dir(args.out, overwrite=False, threads=args.threads)
     if args.synthetic:
-        args.data = write_synthetic_cifar10(args.out / "synthetic-data", n_train=2500, n_test=500, seed=0)
+        synthetic = write_synthetic_cifar10(args.out / "synthetic-data", n_train=2500, n_test=500,
+                                            seed=0) if main_rank else None
+        args.data = broadcast_object(synthetic)
         data_note = f"SYNTHETIC colour-blob images in the CIFAR-10 format ({args.data}), not CIFAR-10"
     else:
         data_note = f"CIFAR-10 from {args.data}"
     train, test = load_cifar10(args.data)
     train, test = subset(train, args.train_subset), subset(test, args.test_subset)
-    split = split_indices(len(train), args.labelled_fraction, args.val_fraction, 0)
+    split = split_indices(len(train), args.labelled_fraction, held_out_fraction(args), 0)
     sizes = {"train": len(train), "labelled": len(split.labelled), "unlabelled": len(split.unlabelled),
              "val": len(split.val), "test": len(test)}
 
     fingerprint = {
         "data": "synthetic" if args.synthetic else "cifar10", "n_train": len(train), "n_test": len(test),
-        **{k: getattr(args, k) for k in ("labelled_fraction", "val_fraction", "epochs", "batch_size", "lr",
-                                         "lr_milestones", "lr_gamma", "momentum", "weight_decay", "width")},
+        **{k: getattr(args, k) for k in ("labelled_fraction", "epochs", "batch_size", "lr",
+                                         "lr_milestones", "lr_gamma", "momentum", "weight_decay", "width",
+                                         "select", "mode", "precision")},
+        "val_fraction": held_out_fraction(args),
     }
-    store = ResultsStore(args.out / "runs.json", fingerprint)
+    store = rank_zero_store(args.out / "runs.json", fingerprint)
     experiment = Experiment(args, train, test, store)
     for seed in args.seeds:
         experiment.run_seed(seed)
+    barrier()
+    if not main_rank:
+        return 0
     markdown = report(args, store, sizes, data_note)
     print(markdown.read_text())
     return 0

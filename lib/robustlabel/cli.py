@@ -6,6 +6,9 @@ Real data (BraTS 2018-2021 folders, MSD Task01_BrainTumour or BraTS 2023), 30 % 
   robustlabel teacher-student --studies studies --loss gce --q 0.7 --out ts-gce
   robustlabel pseudo-label --studies studies --checkpoint ts-gce/round_0_teacher/best.pt
 
+Protocol choices of teacher-student (named under its results table): --mode union|robust_all|per_source,
+--select best|last, --init scratch|teacher, --precision fp32|bf16|fp16.
+
 Serve the studies to 3D Slicer through MONAI Label:
 
   monailabel start_server --app apps/brats --studies studies --conf models transbts --conf device auto

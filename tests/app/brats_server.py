@@ -20,10 +20,10 @@ CASES, SHAPE, LABELED_FRACTION, SEED = 6, (32, 32, 32), 0.34, 0  # 6 cases, 2 wi
 SERVER_START_TIMEOUT_S = 180
 
 
-def make_studies(root: Path) -> tuple[Path, Path]:
-    """``(BraTS source, studies)``: synthetic cases imported with ``CASES · LABELED_FRACTION`` final labels."""
+def make_studies(root: Path, cases: int = CASES, shape: tuple[int, int, int] = SHAPE) -> tuple[Path, Path]:
+    """``(BraTS source, studies)``: synthetic cases imported with ``cases · LABELED_FRACTION`` final labels."""
     source, studies = root / "brats_source", root / "studies"
-    assert cli.main(["synth-brats", str(source), "--cases", str(CASES), "--shape", *map(str, SHAPE), "--seed", str(SEED)]) == 0
+    assert cli.main(["synth-brats", str(source), "--cases", str(cases), "--shape", *map(str, shape), "--seed", str(SEED)]) == 0
     assert cli.main(["import-brats", str(source), str(studies), "--labeled-fraction", str(LABELED_FRACTION),
                      "--seed", str(SEED), "--no-progress"]) == 0
     return source, studies
@@ -56,16 +56,22 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_server(app_dir: Path, studies: Path, source: Path, workdir: Path, conf: dict[str, str]) -> Server:
-    """Start the real server on a free port of 127.0.0.1 and wait until ``/info/`` answers."""
-    port = free_port()
+def start_server(app_dir: Path, studies: Path, source: Path, workdir: Path, conf: dict[str, str],
+                 env: dict[str, str] | None = None, port: int | None = None,
+                 ready_statuses: tuple[int, ...] = (200,), log_name: str = "server.log") -> Server:
+    """Start the real server on a free port of 127.0.0.1 and wait until ``/info/`` answers.
+
+    ``env`` is added to the server's environment (e.g. ``TMPDIR``, ``MONAI_LABEL_CORS_ORIGINS``,
+    ``MONAI_LABEL_AUTH_*``); with auth on, ``/info/`` answers 401 once up (``ready_statuses``).
+    """
+    port = port or free_port()
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
                "--host", "127.0.0.1", "--port", str(port)]
     for key, value in conf.items():
         command += ["--conf", key, value]
-    log_path = workdir / "server.log"
+    log_path = workdir / log_name
     log = open(log_path, "w")
-    process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+    process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                start_new_session=True)
     log.close()
     server = Server(f"http://127.0.0.1:{port}", process, log_path, app_dir, studies, source)
@@ -74,7 +80,7 @@ def start_server(app_dir: Path, studies: Path, source: Path, workdir: Path, conf
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_tail()}")
         try:
-            if requests.get(f"{server.url}/info/", timeout=5).status_code == 200:
+            if requests.get(f"{server.url}/info/", timeout=5).status_code in ready_statuses:
                 return server
         except requests.RequestException:
             pass

@@ -13,9 +13,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     """Attach the server log to the report of a failed test that used the ``server`` fixture."""
     outcome = yield
     report = outcome.get_result()
-    srv = getattr(item, "funcargs", {}).get("server")
-    if report.failed and isinstance(srv, Server):
-        report.sections.append(("monailabel server log (last 200 lines)", srv.log_tail()))
+    if not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    # ``server`` (test_e2e.py), or a fixture whose value starts with a Server (test_safety.py)
+    for name in ("server", "safe_server", "auth_server"):
+        srv = funcargs.get(name)
+        srv = srv[0] if isinstance(srv, tuple) and srv else srv
+        if isinstance(srv, Server):
+            report.sections.append((f"monailabel server log of {name} (last 200 lines)", srv.log_tail()))
 
 
 @pytest.fixture(scope="module")

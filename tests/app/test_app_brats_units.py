@@ -23,6 +23,14 @@ from lib.datastore import FINAL, PSEUDO, BratsDatastore  # noqa: E402
 from lib.errors import AppRequestError, FinalLabelProtectedError, ImageNotFoundError, InvalidLabelError  # noqa: E402
 from lib.infers.pseudo_pool import PoolPseudoLabelTask  # noqa: E402
 from lib.scoring.pseudo_confidence import PseudoConfidence  # noqa: E402
+from lib.configs.transbts import network_config  # noqa: E402
+from lib.infers.pseudo_pool import DatastoreSink  # noqa: E402
+from lib.trainers.transbts import TransBTSTrain, case_hash, split_validation  # noqa: E402
+from robustlabel.data.studies import unlabeled_datalist  # noqa: E402
+from robustlabel.engine.checkpoint import TrainingRecord  # noqa: E402
+from robustlabel.engine.config import TrainConfig  # noqa: E402
+from robustlabel.engine.pseudo_label import PseudoLabeller  # noqa: E402
+from robustlabel.networks import TINY_TRANSBTS, build_network  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +216,88 @@ def test_demo_loop_dry_run_uses_loop_defaults(tmp_path: Path, capsys: pytest.Cap
     command = capsys.readouterr().out.strip().splitlines()[-1]
     assert command.startswith("$ robustlabel teacher-student") and "--tiny" in command and "--lr 0.003" in command
     assert f"--out {tmp_path / 'demo' / 'teacher-student'}" in command
+
+
+# --------------------------------------------------------------------------- protocol fidelity
+def constant_teacher(path: Path, bias: tuple[float, float, float, float]) -> Path:
+    """A real engine checkpoint of the tiny TransBTS whose output layer ignores its input: the
+    logits are ``bias`` at every voxel (e.g. background everywhere: the teacher misses the tumour)."""
+    config = TrainConfig(network=dict(TINY_TRANSBTS), device="cpu")
+    network = build_network(config.network)
+    with torch.no_grad():
+        network.output_conv.weight.zero_()
+        network.output_conv.bias.copy_(torch.tensor(bias))
+    record = TrainingRecord(config=config.to_dict(), history=[{"epoch": 1}], best_epoch=1)
+    torch.save({"network": network.state_dict(), "record": record.state_dict()}, path)
+    return path
+
+
+def test_a_teacher_that_misses_the_tumour_is_offered_first(datastore: BratsDatastore, studies: Path,
+                                                            tmp_path: Path) -> None:
+    """The pool is labelled by real teachers: one predicts confident background on the first
+    pool case (a complete miss), the other an honestly uncertain tumour on the rest.  The miss
+    must come first in next_sample (a mean entropy over the brain would rank it last)."""
+    pool = unlabeled_datalist(studies)
+    assert [i["case"] for i in pool] == datastore.pseudo_pool()
+    sink = DatastoreSink(datastore, "transbts")
+    missing = PseudoLabeller(constant_teacher(tmp_path / "miss.pt", (8.0, 0.0, 0.0, 0.0)), device="cpu", num_workers=0)
+    unsure = PseudoLabeller(constant_teacher(tmp_path / "unsure.pt", (0.0, 1.5, 0.0, 0.0)), device="cpu", num_workers=0)
+    (miss,) = missing.label(pool[:1], sink, progress=False)
+    others = unsure.label(pool[1:], sink, progress=False)
+    assert miss.info["voxel_counts"]["0"] == int(np.prod(miss.info["shape"]))  # nothing predicted
+    assert miss.uncertainty == 1.0 and miss.info["uncertainty_region"] == "empty"
+    assert all(0.5 < r.uncertainty < 1.0 and r.info["uncertainty_region"] == "tumour" for r in others)
+    choice = PseudoUncertainty()({}, datastore)
+    assert choice["id"] == pool[0]["case"] and choice["pseudo_uncertainty"] == 1.0
+
+
+def test_validation_cases_never_move_into_training_as_labels_are_added() -> None:
+    cases = [f"BraTS2021_{k:05d}" for k in range(60)]
+    assert case_hash(cases[0], 0) == case_hash(cases[0], 0) != case_hash(cases[0], 1)
+    assert all(0.0 <= case_hash(c, 0) < 1.0 for c in cases)
+    hashed_val: set[str] = set()
+    for n in range(2, len(cases) + 1):
+        items = [{"case": c} for c in cases[:n]]
+        val = {i["case"] for i in split_validation(items, 0.2, seed=0)}
+        assert 1 <= len(val) < n
+        # every case the hash sends to validation stays there however many labels follow
+        assert hashed_val <= val
+        hashed_val |= {c for c in val if case_hash(c, 0) < 0.2}
+    assert 6 <= len(hashed_val) <= 18  # about 20 % of 60
+    # the order of the datalist does not matter; a single case or val_split 0 gives no validation
+    assert split_validation([{"case": c} for c in reversed(cases)], 0.2, 0) == \
+        list(reversed(split_validation([{"case": c} for c in cases], 0.2, 0)))
+    assert split_validation([{"case": "a"}], 0.5, 0) == [] and split_validation(items, 0.0, 0) == []
+    # fallbacks: no case below val_split -> the smallest hash validates; all below -> the largest trains
+    pair = [{"case": c} for c in cases[:2]]
+    smallest = min(pair, key=lambda i: case_hash(i["case"], 0))
+    assert split_validation(pair, 1e-9, 0) == [smallest]
+    assert split_validation(pair, 0.999999, 0) == [smallest]
+
+
+def test_add_a_final_label_and_retrain_no_validation_case_trains(datastore: BratsDatastore, tmp_path: Path) -> None:
+    conf = parse_conf({"tiny": "true", "device": "cpu", "max_epochs": "1", "val_split": "0.5"},
+                      default_model_dir=str(tmp_path / "model"))
+    task = TransBTSTrain("transbts", conf, network_config(conf), tmp_path / "model" / "transbts_tiny.pt")
+    request = {"train_batch_size": 2, "num_workers": 0}
+    first = task(request, datastore)
+    assert first["status"] == "DONE" and first["val_final"] >= 1 and first["mode"] == "union"
+    image = datastore.pseudo_pool()[0]  # the clinician submits one more label (a seeded permutation of
+    # the final cases, as before, sends the first run's validation case into training here)
+    datastore.save_label(image, str(label_like(datastore, image, tmp_path / f"{image}.nii.gz")), FINAL, {})
+    second = task(request, datastore)
+    assert second["train_final"] + second["val_final"] == first["train_final"] + first["val_final"] + 1
+    assert not set(first["val_cases"]) & set(second["train_cases"])  # no earlier validation case trains
+    assert set(first["val_cases"]) <= set(second["val_cases"])
+    assert set(first["train_cases"]) <= set(second["train_cases"])
+
+
+def test_mode_is_an_app_option_and_a_train_request_override(tmp_path: Path) -> None:
+    conf = parse_conf({"tiny": "true", "device": "cpu"}, default_model_dir=str(tmp_path))
+    assert conf.mode == "union" and conf.with_overrides({"mode": "per_source"}).mode == "per_source"
+    assert parse_conf({"mode": "Robust_All"}, default_model_dir="/m").mode == "robust_all"
+    with pytest.raises(AppRequestError, match="mode"):
+        parse_conf({"mode": "mixed"}, default_model_dir="/m")
+    task = TransBTSTrain("transbts", conf, network_config(conf), tmp_path / "transbts_tiny.pt")
+    assert task.config()["mode"] == ["union", "robust_all", "per_source"]
+    assert task._train_config(conf.with_overrides({"mode": "robust_all"}), {}).mode == "robust_all"

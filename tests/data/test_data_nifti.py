@@ -84,3 +84,25 @@ def test_write_json_atomic_round_trips_and_leaves_no_temp(tmp_path):
     with pytest.raises(TypeError):  # nothing is written when the object cannot be encoded
         write_json_atomic(tmp_path / "bad.json", {"x": object()})
     assert os.listdir(tmp_path) == ["info.json"]
+
+
+def test_header_codes_and_units_are_copied_from_the_source(tmp_path):
+    from robustlabel.data.nifti import header_fields, read_header_fields
+
+    source = nib.Nifti1Image(np.zeros((5, 4, 3), np.float32), AFFINE)
+    source.set_qform(AFFINE, code=3)
+    source.set_sform(AFFINE, code=2)
+    source.header.set_xyzt_units("micron", "msec")
+    nib.save(source, str(tmp_path / "source.nii.gz"))
+    fields = read_header_fields(tmp_path / "source.nii.gz")
+    assert fields == {"qform_code": 3, "sform_code": 2, "xyz_units": "micron", "t_units": "msec"}
+    label = write_nifti_atomic(tmp_path / "label.nii.gz", np.ones((5, 4, 3), np.uint8), AFFINE, header=fields)
+    img = nib.load(str(label))
+    assert header_fields(img.header) == fields
+    np.testing.assert_allclose(img.affine, AFFINE)
+    plain = nib.load(str(write_nifti_atomic(tmp_path / "plain.nii.gz", np.ones((5, 4, 3), np.uint8), AFFINE)))
+    assert (int(plain.header["qform_code"]), int(plain.header["sform_code"])) == (1, 1)  # no header given
+    with pytest.raises(ValueError, match="missing"):
+        write_nifti_atomic(tmp_path / "bad.nii.gz", np.ones((5, 4, 3), np.uint8), AFFINE, header={"qform_code": 2})
+    with pytest.raises(NiftiReadError, match="not_there"):
+        read_header_fields(tmp_path / "not_there.nii.gz")

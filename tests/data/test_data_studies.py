@@ -200,3 +200,40 @@ def test_monailabel_datastore_lists_one_image_per_case(source, tmp_path):
         assert datastore.get_label_uri(case_id, "final") == str((studies / "labels/final" / f"{case_id}.nii.gz").resolve())
     assert {d["image"] for d in datastore.datalist()} == {str((studies / f"{c}.nii.gz").resolve()) for c in report.labeled}
     json.loads((studies / "datastore_v2.json").read_text())  # the datastore wrote its own index
+
+
+def test_labelled_only_leaves_out_msd_imagests(tmp_path, capsys):
+    write_msd_task01(tmp_path / "msd", train=2, test=1)
+    report = import_brats(tmp_path / "msd", tmp_path / "studies", labeled_fraction=1.0, progress=False,
+                          labelled_only=True)
+    assert sorted(report.labeled) == ["BRATS_001", "BRATS_002"] and report.unlabeled == []
+    assert report.left_out == ["BRATS_003"] and "left out 1 source case(s) without a label" in report.format()
+    assert not (tmp_path / "studies" / "BRATS_003.nii.gz").exists()
+    assert "BRATS_003" not in json.dumps(read_manifest(tmp_path / "studies"))
+    # the command-line flag does the same
+    assert main(["import-brats", str(tmp_path / "msd"), str(tmp_path / "cli"), "--labelled-only", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cli").glob("*.nii.gz")) == ["BRATS_001.nii.gz", "BRATS_002.nii.gz"]
+
+
+def test_imported_files_keep_the_source_header_codes_and_units(tmp_path):
+    """A source written with qform code 2 (aligned), sform code 4 (MNI) and mm / msec units: the
+    studies' image, modalities and final label keep all four, and the affine."""
+    import nibabel as nib
+
+    case = phantom(0)
+    case_dir = tmp_path / "src" / "BraTS2021_00000"
+    for name, volume in [*case.images.items(), ("seg", case.seg)]:
+        img = nib.Nifti1Image(volume, case.affine)
+        img.set_qform(case.affine, code=2)
+        img.set_sform(case.affine, code=4)
+        img.header.set_xyzt_units("mm", "msec")
+        case_dir.mkdir(parents=True, exist_ok=True)
+        nib.save(img, str(case_dir / f"BraTS2021_00000_{name}.nii.gz"))
+    studies = tmp_path / "studies"
+    import_brats(tmp_path / "src", studies, labeled_fraction=1.0, progress=False)
+    for path in (studies / "BraTS2021_00000.nii.gz", studies / "modalities" / "BraTS2021_00000.nii.gz",
+                 studies / "labels" / "final" / "BraTS2021_00000.nii.gz"):
+        header = nib.load(str(path)).header
+        assert (int(header["qform_code"]), int(header["sform_code"])) == (2, 4), path
+        assert header.get_xyzt_units() == ("mm", "msec"), path
+        np.testing.assert_allclose(nib.load(str(path)).affine, case.affine, atol=1e-5)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from robustlabel.metrics import METRIC_KEYS, brats_metrics, format_summary, spacing_from_affine, summarise
+from robustlabel.metrics import METRIC_KEYS, brats_metrics, format_mean_std, format_summary, spacing_from_affine, summarise
+from robustlabel.metrics.brats import BRATS_WORST_HD95
+from scipy import ndimage
 
 
 def _hand_dice(pred: np.ndarray, target: np.ndarray, values: tuple[int, ...]) -> float:
@@ -67,8 +69,42 @@ def test_empty_conventions():
     pred = target.copy()
     pred[5, 5, 5] = 4  # a false-positive ET voxel
     row = brats_metrics(pred, target)
-    assert row["dice_ET"] == 0.0 and math.isnan(row["hd95_ET"])  # one side empty: Dice 0, HD95 NaN
-    assert brats_metrics(pred, target, one_empty_hd95=373.13)["hd95_ET"] == 373.13
+    # one side empty: Dice 0 and, by default, the BraTS worst-case HD95 (not NaN, which the mean would drop)
+    assert row["dice_ET"] == 0.0 and row["hd95_ET"] == BRATS_WORST_HD95 == 373.13
+    assert math.isnan(brats_metrics(pred, target, one_empty_hd95=float("nan"))["hd95_ET"])
+    missed = brats_metrics(np.zeros_like(target), target)  # the prediction misses the whole tumour
+    assert missed["dice_WT"] == 0.0 and missed["hd95_WT"] == 373.13
+
+
+def test_a_missed_case_counts_in_the_mean_hd95_with_its_n():
+    target = np.zeros((16, 16, 16), np.uint8)
+    target[4:10, 4:10, 4:10] = 2
+    rows = [{"case": "hit", **brats_metrics(target.copy(), target)},
+            {"case": "miss", **brats_metrics(np.zeros_like(target), target)}]
+    summary = summarise(rows)
+    assert summary["hd95_WT"]["n"] == 2 and summary["hd95_WT"]["mean"] == pytest.approx(373.13 / 2)
+    assert format_mean_std(summary["hd95_WT"], with_n=True).endswith("(n=2)")
+    assert format_mean_std(summary["dice_WT"], decimals=2, with_n=True) == "0.50 ± 0.71 (n=2)"
+
+
+def _directed_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance from every surface voxel of ``a`` to the surface of ``b`` (surface = mask minus its erosion)."""
+    surface_a = a ^ ndimage.binary_erosion(a)
+    surface_b = b ^ ndimage.binary_erosion(b)
+    return ndimage.distance_transform_edt(~surface_b)[surface_a]
+
+
+def test_hd95_is_the_larger_directed_percentile_not_the_pooled_one():
+    target = np.zeros((40, 24, 24), np.uint8)
+    target[4:14, 6:16, 6:16] = 2
+    pred = target.copy()
+    pred[30:33, 10:13, 10:13] = 2  # a small false-positive blob far from the tumour
+    forward = _directed_distances(pred > 0, target > 0)
+    backward = _directed_distances(target > 0, pred > 0)
+    directed_max = max(np.quantile(forward, 0.95), np.quantile(backward, 0.95))
+    pooled = np.quantile(np.concatenate([forward, backward]), 0.95)
+    assert abs(directed_max - pooled) > 1.0  # the two definitions differ on this pair
+    assert brats_metrics(pred, target)["hd95_WT"] == pytest.approx(directed_max, abs=1e-3)  # float32 quantile
 
 
 def test_summarise_ignores_nan_and_reports_n():

@@ -100,7 +100,12 @@ def test_quick_mode_writes_the_full_table_and_a_rerun_resumes(script, tmp_path, 
     assert (teacher["train_final"], teacher["train_pseudo"]) == (1, 0)
     assert set(teacher["pseudo_label_summary"]) >= {"dice_WT", "dice_TC", "dice_ET"}
     assert runs["r0/upper"]["train_final"] == 2 and runs["r0/upper"]["train_pseudo"] == 0
-    teacher_ckpt = out / "runs" / "r0" / "p50" / "teacher" / "best.pt"
+    teacher_ckpt = out / "runs" / "r0" / "p50" / "teacher" / "last.pt"  # --select last (the paper) by default
+    assert all(r["select"] == "last" and r["checkpoint"].endswith("last.pt") for r in runs.values())
+    notes = markdown.split("**Protocol:**")[1].splitlines()[0]
+    for choice in ("--select last", "--mode union", "--precision fp32 (ran in fp32 on cpu)", "--init scratch",
+                   "--lr 0.0002", "373.13 mm"):
+        assert choice in notes, notes
     expected_losses = {"ce": "ce + ce()", "bce": "ce + bce(beta=0.001)", "gce": "ce + gce(q=0.7)",
                        "sce": "ce + sce(alpha=0.01, gamma=1)"}
     for loss, label in expected_losses.items():
@@ -148,3 +153,22 @@ def test_quick_mode_writes_the_full_table_and_a_rerun_resumes(script, tmp_path, 
     other.mkdir()
     with pytest.raises(SystemExit, match="was imported from"):
         script.main(["--data", str(other), "--out", str(out), "--no-progress"])
+
+
+def test_protocol_options_reach_the_engine(script, tmp_path):
+    """--select / --mode / --precision / --init / --lr are parsed, validated and land in the
+    engine config and the table notes (no training: the settings only)."""
+    args = script.resolve_settings(script.build_parser().parse_args(
+        [*QUICK_ARGS, "--out", str(tmp_path / "o"), "--select", "best", "--mode", "robust_all", "--init", "teacher",
+         "--precision", "bf16", "--lr", "0.003"]))
+    config = script.base_train_config(args)
+    assert (config.mode, config.lr, config.amp, config.amp_dtype) == ("robust_all", 0.003, True, "bf16")
+    note = script.protocol_note(args, config)
+    assert "--select best" in note and "best mean validation Dice" in note and "robust_all" in note
+    assert "--precision bf16 (ran in fp32 on cpu)" in note and "--init teacher" in note and "--lr 0.003" in note
+    default = script.resolve_settings(script.build_parser().parse_args([*QUICK_ARGS, "--out", str(tmp_path / "d")]))
+    assert (default.select, default.mode, default.precision, default.init) == ("last", "union", "fp32", "scratch")
+    base = script.base_train_config(default)
+    assert script.results_fingerprint(args, config, ["a"], "d") != script.results_fingerprint(default, base, ["a"], "d")
+    with pytest.raises(SystemExit):
+        script.build_parser().parse_args([*QUICK_ARGS, "--out", "x", "--mode", "mixed"])

@@ -30,7 +30,9 @@ def cifar_root(tmp_path_factory):
     return root
 
 
-def test_table_resume_and_grid(script, cifar_root, tmp_path, restore_threads):
+def test_paper_protocol_table_and_resume(script, cifar_root, tmp_path, restore_threads):
+    """The paper's protocol by default: no validation split (5k labelled + 45k pseudo-labelled of
+    50k, scaled down here), the last epoch scored, union weighting, fp32; the notes say so."""
     out = tmp_path / "out"
     argv = ["--data", str(cifar_root / "cifar-10-batches-py"), "--out", str(out), "--seeds", "0", "1", *TINY]
     assert script.main(argv) == 0
@@ -39,45 +41,65 @@ def test_table_resume_and_grid(script, cifar_root, tmp_path, restore_threads):
     for row in ROWS:
         line = next(l for l in md.splitlines() if l.startswith(f"| {row} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert "±" in cells[1] and cells[2] == PAPER[row] and "±" in cells[3], line  # ours (2 seeds), paper, val
+        assert "±" in cells[1] and cells[2] == PAPER[row] and cells[3] == "—", line  # ours (2 seeds), paper, no val
     assert "Teacher pseudo-label accuracy" in md and "no GPU used" in md and "**Mode:** full" in md
+    assert "--select last: scored = the last epoch" in md and "--mode union" in md
+    assert "--precision fp32 (ran in fp32 on cpu)" in md and "no validation split" in md
     with open(out / "table1.csv", newline="") as handle:
         cells = list(csv.DictReader(handle))
     test_cells = {c["row"]: c for c in cells if c["column"] == "Test accuracy"}
     assert list(test_cells) == ROWS and all(c["n"] == "2" for c in test_cells.values())
     assert all(0.0 <= float(c["mean"]) <= 100.0 for c in test_cells.values())
+    assert {c["row"] for c in cells if c["column"] == "Val accuracy"} == set(ROWS)  # same rows and columns
     assert (out / "table1.png").stat().st_size > 0
     report = json.loads((out / "table1.json").read_text())
-    assert report["quick"] is False and len(report["measurements"]) == 2 * 2 * len(ROWS)
+    assert report["quick"] is False and len(report["measurements"]) == 2 * len(ROWS)
 
     runs = json.loads((out / "runs.json").read_text())["runs"]
     assert set(runs) == {f"seed{s}/{k}" for s in (0, 1) for k in
                          ("lower", "ce/default", "bce/beta=5", "gce/q=0.9", "sce/alpha=0.1,gamma=0.01", "upper")}
     teacher, student = runs["seed0/lower"], runs["seed0/bce/beta=5"]
-    assert teacher["train_size"] == 27 and teacher["n_pseudo"] == 0 and 0 <= teacher["pseudo_label_acc"] <= 100
-    assert student["train_size"] == 270 and student["n_pseudo"] == 243 and student["hparams"] == {"beta": 5.0}
-    assert runs["seed0/upper"]["n_pseudo"] == 0 and runs["seed0/upper"]["train_size"] == 270
+    # nothing held out: 10 % labelled, 90 % pseudo-labelled, the upper bound on every image
+    assert teacher["train_size"] == 30 and teacher["n_pseudo"] == 0 and 0 <= teacher["pseudo_label_acc"] <= 100
+    assert student["train_size"] == 300 and student["n_pseudo"] == 270 and student["hparams"] == {"beta": 5.0}
+    assert runs["seed0/upper"]["n_pseudo"] == 0 and runs["seed0/upper"]["train_size"] == 300
+    assert student["select"] == "last" and student["scored_epoch"] == 1 and "val_acc" not in student
 
     # a lost record is recovered from its finished checkpoint without training again
     store = json.loads((out / "runs.json").read_text())
     del store["runs"]["seed1/gce/q=0.9"]
     (out / "runs.json").write_text(json.dumps(store))
-    # --grid on the same folder: only the new candidates (β = 1, q = 0.7) are trained
-    assert script.main([*argv, "--grid", "--grid-beta", "1", "5", "--grid-q", "0.7", "0.9",
-                        "--grid-sce", "0.1,0.01"]) == 0
+    assert script.main(argv) == 0
     runs2 = json.loads((out / "runs.json").read_text())["runs"]
     assert runs2["seed1/gce/q=0.9"]["resumed_from_epoch"] == 1 and runs2["seed1/gce/q=0.9"]["seconds"] == 0
     assert runs2["seed1/gce/q=0.9"]["test_acc"] == runs["seed1/gce/q=0.9"]["test_acc"]
     assert runs2["seed0/upper"] == runs["seed0/upper"]  # finished runs are skipped
-    assert {"seed0/bce/beta=1", "seed1/gce/q=0.7"} <= set(runs2)
-    md = (out / "table1.md").read_text()
-    assert "BCE hyper-parameters (chosen by validation accuracy)" in md
-    for seed in (0, 1):
-        best = max((runs2[f"seed{seed}/bce/beta={b}"] for b in (1, 5)), key=lambda r: r["val_acc"])
-        assert f"seed {seed}: beta={best['hparams']['beta']:g}" in md
 
+    # --grid holds out a validation split, so it is another experiment: the same folder refuses it
+    with pytest.raises(ValueError, match="different settings"):
+        script.main([*argv, "--grid"])
     with pytest.raises(ValueError, match="different settings"):
         script.main([*argv[:-len(TINY)], *TINY[:-2], "--epochs", "2", "--threads", "1"])
+    with pytest.raises(SystemExit, match="--select best needs"):
+        script.main([*argv, "--select", "best"])
+
+
+def test_grid_selects_on_validation_with_best_epoch_and_per_source(script, cifar_root, tmp_path, restore_threads):
+    out = tmp_path / "grid"
+    argv = ["--data", str(cifar_root / "cifar-10-batches-py"), "--out", str(out), "--seeds", "0", *TINY,
+            "--grid", "--grid-beta", "1", "5", "--grid-q", "0.9", "--grid-sce", "0.1,0.01",
+            "--select", "best", "--mode", "per_source"]
+    assert script.main(argv) == 0
+    runs = json.loads((out / "runs.json").read_text())["runs"]
+    teacher, student = runs["seed0/lower"], runs["seed0/bce/beta=1"]
+    assert teacher["train_size"] == 27 and student["train_size"] == 270 and student["n_pseudo"] == 243  # 10 % held out
+    assert student["select"] == "best" and student["scored_epoch"] == 1 and 0 <= student["val_acc"] <= 100
+    md = (out / "table1.md").read_text()
+    best = max((runs[f"seed0/bce/beta={b}"] for b in (1, 5)), key=lambda r: r["val_acc"])
+    assert "BCE hyper-parameters (chosen by validation accuracy)" in md and f"seed 0: beta={best['hparams']['beta']:g}" in md
+    assert "--select best: scored = the epoch of best validation accuracy" in md and "--mode per_source" in md
+    assert "10% of the training set held out for --grid" in md
+    assert (out / "checkpoints" / "seed0" / "bce" / "beta=1" / "best.pt").is_file()
 
 
 def test_malformed_data_and_missing_source(script, tmp_path, restore_threads):

@@ -15,32 +15,53 @@ key                       values (default)                 meaning
                                                            true: student (``final`` + ``pseudo``)
 ``device``                ``auto|cpu|cuda`` (auto)         auto: CUDA when present, else CPU
 ``max_epochs``            int ≥ 1 (50, tiny 4)             training epochs per train request
-``val_split``             [0, 1) (0.2)                     share of ``final`` cases held out for validation
+``val_split``             [0, 1) (0.2)                     share of ``final`` cases held out for validation;
+                                                           a case's side is fixed by SHA-256(seed, id), so
+                                                           new labels never move an earlier case
 ``model_dir``             path (``<app>/model``)           where the served checkpoint lives
 ``seed``                  int (0)                          seed of splits, initialisation, training
+``mode``                  ``union|robust_all|per_source``  how ``final`` (CE) and ``pseudo`` (robust loss)
+                          (union)                          terms are weighted: one mean over the batch;
+                                                           the robust loss on every item (seed's
+                                                           train_cv.py); 1:1 batches, per-source means
+                                                           added (seed's train_2losses.py)
 ``auto_update_scoring``   ``true|false`` (false)           MONAI Label's re-scoring after every train
                                                            and next-sample request (see ``main.py``)
+``allow_final_delete``    ``true|false`` (false)           let admins delete ``final`` labels (moved to
+                                                           ``labels/final_deleted/``, never unlinked)
+``max_upload_voxels``     int ≥ 1 (4·256³ = 67 108 864)    cap on an uploaded image's voxels (header)
+``max_upload_bytes``      int ≥ 1 (512 MiB)                cap on an upload's file size and on its
+                                                           decompressed voxel data (header)
+``cors_origins``          origins, comma-separated ("")    browser origins allowed besides the server's
+                                                           own (MONAI Label 0.8.5's start_server crashes
+                                                           when MONAI_LABEL_CORS_ORIGINS is set; see
+                                                           lib/server_guards.py)
 ========================  ===============================  ==========================================
 
 q, β, α, γ default to the seed paper's BraTS values (``robustlabel.losses.PAPER_HPARAMS``).
 A train request may override ``pseudo_loss``, ``q``, ``beta``, ``alpha``, ``gamma``,
-``use_pseudo``, ``max_epochs``, ``val_split`` and ``seed``.
+``use_pseudo``, ``max_epochs``, ``val_split``, ``seed`` and ``mode``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from robustlabel.losses import PAPER_HPARAMS, get_loss
+from robustlabel.losses.source_aware import SOURCE_MODES
 from robustlabel.machine import resolve_device
 
 from .errors import AppRequestError
+
+logger = logging.getLogger(__name__)
 
 #: models this app can serve
 AVAILABLE_MODELS: tuple[str, ...] = ("transbts",)
@@ -49,7 +70,7 @@ PSEUDO_LOSSES: dict[str, tuple[str, ...]] = {"gce": ("q",), "bce": ("beta",), "s
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: keys a train request may override
 TRAIN_OVERRIDES: tuple[str, ...] = (
-    "pseudo_loss", "q", "beta", "alpha", "gamma", "use_pseudo", "max_epochs", "val_split", "seed",
+    "pseudo_loss", "q", "beta", "alpha", "gamma", "use_pseudo", "max_epochs", "val_split", "seed", "mode",
 )
 
 _BRATS = PAPER_HPARAMS["brats"]
@@ -107,6 +128,31 @@ def parse_roi_size(value: Any) -> tuple[int, int, int]:
     return roi  # type: ignore[return-value]
 
 
+def parse_mode(value: Any) -> str:
+    """``union`` | ``robust_all`` | ``per_source`` (:data:`robustlabel.losses.source_aware.SOURCE_MODES`)."""
+    mode = str(value).strip().lower()
+    if mode not in SOURCE_MODES:
+        raise AppRequestError(f"mode: expected one of {list(SOURCE_MODES)}, got {value!r}")
+    return mode
+
+
+def parse_origins(value: Any) -> tuple[str, ...]:
+    """``"http://a:1,https://b"``, a JSON list or a sequence → normalised ``scheme://host[:port]`` origins."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+        except json.JSONDecodeError:
+            raise AppRequestError(f"cors_origins: expected comma-separated origins or a JSON list, got {text!r}") from None
+    origins = []
+    for origin in value or ():
+        parts = urlsplit(str(origin).strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+            raise AppRequestError(f"cors_origins: {origin!r} is not an origin such as http://127.0.0.1:8000")
+        origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return tuple(origins)
+
+
 def parse_device(value: Any) -> str:
     """``auto`` | ``cpu`` | ``cuda``; ``cuda`` without a CUDA device is an error."""
     device = str(value).strip().lower()
@@ -148,6 +194,12 @@ class AppConf(LossSettings):
     model_dir: str = ""
     seed: int = 0
     auto_update_scoring: bool = False
+    mode: str = "union"
+    allow_final_delete: bool = False
+    #: caps on an uploaded image (lib/uploads.py): a BraTS case is 4 x 240 x 240 x 155 = 35.7 M voxels
+    max_upload_voxels: int = 4 * 256**3
+    max_upload_bytes: int = 512 * 2**20
+    cors_origins: tuple[str, ...] = ()
 
     def resolved_device(self, requested: str | None = None) -> str:
         """The torch device to run on: the conf's unless it is ``auto``, then the request's
@@ -211,9 +263,56 @@ def parse_conf(conf: Mapping[str, Any], default_model_dir: str) -> AppConf:
         model_dir=os.path.abspath(model_dir),
         seed=parse_number("seed", conf.get("seed", 0), int, lo=0),
         auto_update_scoring=parse_bool("auto_update_scoring", conf.get("auto_update_scoring", False)),
+        allow_final_delete=parse_bool("allow_final_delete", conf.get("allow_final_delete", False)),
+        max_upload_voxels=parse_number("max_upload_voxels", conf.get("max_upload_voxels", AppConf.max_upload_voxels), int, lo=1),
+        max_upload_bytes=parse_number("max_upload_bytes", conf.get("max_upload_bytes", AppConf.max_upload_bytes), int, lo=1),
+        cors_origins=parse_origins(conf.get("cors_origins", "")),
+        mode=parse_mode(conf.get("mode", SOURCE_MODES[0])),
     )
     try:  # the loss library has the last word on hyper-parameter domains
         get_loss(parsed.pseudo_loss, **parsed.loss_params())
     except ValueError as exc:
         raise AppRequestError(f"pseudo_loss {parsed.pseudo_loss}: {exc}") from None
     return parsed
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
+
+
+def plan_ranks(request: dict[str, Any], device: str) -> tuple[int, list[int] | None]:
+    """``(ranks, GPU ids or None)`` of a train or ``/batch/infer`` request.
+
+    ``ranks: N`` asks for ``N`` ranks (gloo on CPU; on CUDA one GPU each, GPUs ``0…N−1``);
+    ``multi_gpu: true`` for one rank per visible GPU, or per GPU named by ``gpus`` (``"all"`` or
+    ``"0,1"``); without CUDA ``multi_gpu`` means one process (logged).
+
+    Raises:
+        AppRequestError: a malformed ``ranks`` / ``gpus``, or more GPUs asked for than visible.
+    """
+    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+    count = torch.cuda.device_count() if cuda else 0
+    if request.get("ranks") not in (None, ""):
+        ranks = int(parse_number("ranks", request["ranks"], int, lo=1))
+        if cuda and ranks > 1:
+            if ranks > count:
+                raise AppRequestError(f"ranks: {ranks} ranks on CUDA need {ranks} GPUs, {count} visible")
+            return ranks, list(range(ranks))
+        return ranks, None
+    if not _truthy(request.get("multi_gpu", False)):
+        return 1, None
+    if not cuda:
+        logger.info("multi_gpu requested without CUDA: one process (ranks=N starts N gloo CPU ranks)")
+        return 1, None
+    gpus = str(request.get("gpus") or "all").strip()
+    if gpus == "all":
+        ids = list(range(count))
+    else:
+        try:
+            ids = [int(g) for g in gpus.split(",") if g.strip()]
+        except ValueError:
+            raise AppRequestError(f"gpus: expected 'all' or GPU ids like '0,1', got {gpus!r}") from None
+    bad = [g for g in ids if not 0 <= g < count]
+    if not ids or bad or len(set(ids)) != len(ids):
+        raise AppRequestError(f"gpus: {gpus!r} does not name distinct visible GPUs (0..{count - 1})")
+    return len(ids), ids

@@ -45,3 +45,27 @@ class ModelNotTrainedError(AppRequestError):
     """The task needs a trained model and none has been published yet (HTTP 409)."""
 
     status_code_default = 409
+
+
+class InvalidNameError(AppRequestError):
+    """A tag, image id or model name that is not a plain datastore name (HTTP 422 unless given)."""
+
+    status_code_default = 422
+
+
+class PathOutsideError(AppRequestError):
+    """A path the app built resolves outside the folders the server may write (HTTP 403)."""
+
+    status_code_default = 403
+
+
+class UploadTooLargeError(AppRequestError):
+    """An uploaded image exceeds the configured voxel or byte cap (HTTP 413)."""
+
+    status_code_default = 413
+
+
+class ForbiddenOriginError(AppRequestError):
+    """A browser request from another site (its ``Origin`` is not allowed, HTTP 403)."""
+
+    status_code_default = 403

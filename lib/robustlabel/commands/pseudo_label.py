@@ -8,13 +8,22 @@ Usage::
 ``CKPT`` is a ``best.pt``/``last.pt`` written by the engine (e.g. by ``robustlabel teacher-student``).
 Labels go to ``STUDIES/labels/pseudo/<case>.nii.gz`` (BraTS values, the input's shape and affine)
 with a provenance sidecar ``<case>.json`` (teacher SHA-256, time, confidence and entropy inside the
-predicted tumour and the brain, voxel counts).  Cases with a ``labels/final`` file are never
-touched; cases already labelled by the same checkpoint are skipped, so a rerun resumes.  The most
-uncertain cases are listed at the end.
+predicted tumour and the brain, voxel counts, the case ``uncertainty``).  Labels keep the source
+image's qform/sform codes and units.  Cases with a ``labels/final`` file are never touched; cases
+already labelled by the same checkpoint are skipped, so a rerun resumes.  The most uncertain cases
+are listed at the end: ``uncertainty`` is the normalised mean entropy of the teacher's softmax over
+the predicted tumour, and 1 (maximally uncertain) when the teacher predicts no tumour at all, so
+its complete misses come first.
 
 Example (the teacher of a ``robustlabel teacher-student --out ts-gce`` run)::
 
     robustlabel pseudo-label --studies studies --checkpoint ts-gce/round_0_teacher/best.pt --save-confidence
+
+Several GPUs (or CPU processes) share the pool under torchrun: each rank loads the teacher once
+and labels its shard (MONAI ``DistributedSampler(even_divisible=False, shuffle=False)`` of the
+cases still to do), rank 0 prints the summary.  NCCL on CUDA, gloo on CPU::
+
+    torchrun --nproc-per-node 4 -m robustlabel.cli pseudo-label --studies studies --checkpoint best.pt
 """
 
 from __future__ import annotations
@@ -39,6 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustlabel.engine.distributed import close_distributed, init_distributed
+
+    try:
+        ctx = init_distributed(args.device)  # under torchrun this process is one rank of the job
+        return _label(args, report=ctx.is_main)
+    finally:
+        close_distributed()
+
+
+def _label(args: argparse.Namespace, report: bool) -> int:
+    """Label the pool (this rank's shard in a job); print the summary when ``report`` (rank 0)."""
     from robustlabel.engine.pseudo_label import StudiesSink, pseudo_label_studies, rank_by_uncertainty
 
     try:
@@ -50,12 +70,14 @@ def run(args: argparse.Namespace) -> int:
         )
     except (ValueError, PermissionError) as exc:
         raise SystemExit(f"pseudo-label: {exc}") from exc
+    if not report:
+        return 0
     counts = Counter(r.status for r in results)
     print(f"pseudo-label: {len(results)} pool case(s) in {args.studies}: "
           + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f"; labels in {sink.label_dir}")
     ranked = rank_by_uncertainty(sink.all_info())[: max(args.top, 0)]
     if ranked:
-        print("\nmost uncertain (normalised entropy in the predicted tumour):")
+        print("\nmost uncertain (normalised mean entropy in the predicted tumour; 1 = no tumour predicted):")
         for case, value in ranked:
             print(f"  {value:.4f}  {case}")
     return 0

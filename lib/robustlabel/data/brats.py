@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .labels import CONVENTIONS, MODALITIES, LabelValueError, remap_labels
-from .nifti import NIFTI_SUFFIXES, NiftiReadError, read_nifti
+from .nifti import NIFTI_SUFFIXES, NiftiReadError, read_header_fields, read_nifti
 
 LAYOUTS: tuple[str, ...] = ("brats", "msd", "brats2023")
 #: file-name tag -> our modality name (``"seg"`` = label), per folder layout
@@ -95,12 +95,15 @@ class BratsCase:
 @dataclass(frozen=True)
 class LoadedCase:
     """A validated case: ``image`` (4, X, Y, Z) float32 in MODALITIES order, ``label`` (X, Y, Z)
-    uint8 in BraTS values (or ``None``), and the common 4×4 ``affine``."""
+    uint8 in BraTS values (or ``None``), the common 4×4 ``affine`` and ``header``, the source
+    image's qform/sform codes and units (:func:`robustlabel.data.nifti.header_fields` of the
+    FLAIR file, or of the 4-D MSD image), which every file written from the case keeps."""
 
     case_id: str
     image: np.ndarray
     label: np.ndarray | None
     affine: np.ndarray
+    header: dict[str, int | str] | None = None
 
 
 # ----------------------------------------------------------------------------- discovery
@@ -267,6 +270,13 @@ def _check_geometry(case: BratsCase, name: str, shape: tuple[int, ...], affine: 
         raise CaseError(case.case_id, f"affine mismatch: {name} vs {ref_name} (max difference {diff:.4g})")
 
 
+def _header(case: BratsCase, path: Path) -> dict[str, int | str]:
+    try:
+        return read_header_fields(path)
+    except NiftiReadError as exc:
+        raise CaseError(case.case_id, f"{exc.path.name}: {exc.reason}") from exc
+
+
 def _load_image(case: BratsCase) -> tuple[np.ndarray, np.ndarray]:
     """(4, X, Y, Z) float32 in MODALITIES order and the affine."""
     if case.image4d is not None:
@@ -318,4 +328,5 @@ def load_case(case: BratsCase, with_label: bool = True) -> LoadedCase:
         raise CaseError(case.case_id, "; ".join(case.problems))
     image, affine = _load_image(case)
     label = _load_label(case, image.shape[1:], affine) if with_label and case.label is not None else None
-    return LoadedCase(case_id=case.case_id, image=image, label=label, affine=affine)
+    source = case.image4d if case.image4d is not None else case.modalities["flair"]
+    return LoadedCase(case_id=case.case_id, image=image, label=label, affine=affine, header=_header(case, source))

@@ -8,6 +8,11 @@
   temporary file in the target directory and renames it into place with :func:`os.replace`.
   The temporary name ends in ``.tmp``, never in ``.nii``/``.nii.gz``, so a MONAI Label
   datastore scanning the folder with ``*.nii.gz`` patterns never sees a half-written file.
+* :func:`read_header_fields` / :func:`header_fields` read the part of a NIfTI header that a
+  derived volume (a label map of the same image) must keep: the ``qform_code`` and
+  ``sform_code`` (what the affine means: 1 scanner, 2 aligned, 3 Talairach, 4 MNI, 5 template)
+  and the spatial and time units.  Pass them as ``header=`` to the writers; without it a file
+  gets codes 1 (scanner) and no units.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import os
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,8 @@ import numpy as np
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 #: gzip level of written files (nibabel's own default: fast, files ~10 % larger than level 9)
 GZIP_LEVEL = 1
+#: the header fields :func:`header_fields` returns and the writers' ``header=`` copies
+HEADER_FIELDS: tuple[str, ...] = ("qform_code", "sform_code", "xyz_units", "t_units")
 
 
 class NiftiReadError(ValueError):
@@ -70,10 +77,44 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return array, affine
 
 
-def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, compress: bool = True) -> bytes:
-    """Serialise ``array`` with ``affine`` (written to both sform and qform, code 1 = scanner).
+def header_fields(header: nib.Nifti1Header) -> dict[str, int | str]:
+    """``{"qform_code", "sform_code", "xyz_units", "t_units"}`` of a NIfTI-1/2 header (JSON-safe:
+    codes as ints, units as nibabel's names such as ``"mm"`` and ``"sec"``)."""
+    xyz, t = header.get_xyzt_units()
+    return {"qform_code": int(header["qform_code"]), "sform_code": int(header["sform_code"]),
+            "xyz_units": str(xyz), "t_units": str(t)}
 
-    With ``compress`` the bytes are gzipped with ``mtime = 0`` so they are reproducible.
+
+def read_header_fields(path: str | os.PathLike) -> dict[str, int | str]:
+    """:func:`header_fields` of the file at ``path`` (only the header is read).
+
+    Raises :class:`NiftiReadError` naming the file when it is missing or not NIfTI.
+    """
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise NiftiReadError(path, f"cannot read the header ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise NiftiReadError(path, f"not a NIfTI image (nibabel read it as {type(img).__name__})")
+    return header_fields(img.header)
+
+
+def _check_header(header: Mapping[str, int | str]) -> dict[str, int | str]:
+    missing = [k for k in HEADER_FIELDS if k not in header]
+    if missing:
+        raise ValueError(f"header must give {HEADER_FIELDS}, missing {missing}")
+    return {k: header[k] for k in HEADER_FIELDS}
+
+
+def nifti_bytes(
+    array: np.ndarray, affine: np.ndarray, *, compress: bool = True, header: Mapping[str, int | str] | None = None
+) -> bytes:
+    """Serialise ``array`` with ``affine`` (written to both sform and qform).
+
+    ``header`` (:func:`header_fields` of the source image) sets the qform/sform codes and the
+    spatial/time units; without it both codes are 1 (scanner) and the units unknown.  With
+    ``compress`` the bytes are gzipped with ``mtime = 0`` so they are reproducible.
     """
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4):
@@ -82,8 +123,11 @@ def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, compress: bool = True)
     if array.ndim < 3:
         raise ValueError(f"a NIfTI volume needs at least 3 dimensions, got shape {array.shape}")
     img = nib.Nifti1Image(array, affine)
-    img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
+    fields = _check_header(header) if header is not None else {"qform_code": 1, "sform_code": 1}
+    img.set_sform(affine, code=int(fields["sform_code"]))
+    img.set_qform(affine, code=int(fields["qform_code"]))
+    if header is not None:
+        img.header.set_xyzt_units(xyz=fields["xyz_units"], t=fields["t_units"])
     raw = img.to_bytes()
     return gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0) if compress else raw
 
@@ -146,16 +190,22 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, default: Callable[[Any]
     return write_bytes_atomic(path, (json.dumps(obj, indent=2, default=default) + "\n").encode("utf-8"))
 
 
-def nifti_file_bytes(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> bytes:
-    """The bytes of ``path`` holding ``array``/``affine``: gzipped for ``.nii.gz``, raw for ``.nii``."""
+def nifti_file_bytes(
+    path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, header: Mapping[str, int | str] | None = None
+) -> bytes:
+    """The bytes of ``path`` holding ``array``/``affine``: gzipped for ``.nii.gz``, raw for ``.nii``
+    (``header``: see :func:`nifti_bytes`)."""
     name = Path(path).name
     strip_nifti_suffix(name)  # validates the suffix
-    return nifti_bytes(array, affine, compress=name.endswith(".gz"))
+    return nifti_bytes(array, affine, compress=name.endswith(".gz"), header=header)
 
 
-def write_nifti_atomic(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
+def write_nifti_atomic(
+    path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, header: Mapping[str, int | str] | None = None
+) -> Path:
     """Write ``array`` (``(X, Y, Z[, C])``, its dtype kept) with ``affine`` to ``path`` atomically.
 
     ``.nii.gz`` paths are gzipped reproducibly, ``.nii`` paths are written uncompressed.
+    ``header`` (:func:`header_fields` of the source image) keeps its qform/sform codes and units.
     """
-    return write_bytes_atomic(path, nifti_file_bytes(path, array, affine))
+    return write_bytes_atomic(path, nifti_file_bytes(path, array, affine, header))

@@ -171,13 +171,15 @@ def write_study_case(studies: str | os.PathLike, loaded: LoadedCase, with_label:
     """Write one validated case into ``studies`` atomically (display image renamed last)."""
     studies = Path(studies)
     name = f"{loaded.case_id}{STUDY_SUFFIX}"
-    files = [(studies / MODALITIES_DIR / name, nifti_file_bytes(name, np.moveaxis(loaded.image, 0, -1), loaded.affine))]
+    header = loaded.header  # every file keeps the source image's qform/sform codes and units
+    files = [(studies / MODALITIES_DIR / name,
+              nifti_file_bytes(name, np.moveaxis(loaded.image, 0, -1), loaded.affine, header))]
     if with_label:
         if loaded.label is None:
             raise ValueError(f"case {loaded.case_id}: asked to write a final label but the case has none")
-        files.append((studies / LABELS_DIR / FINAL / name, nifti_file_bytes(name, loaded.label, loaded.affine)))
+        files.append((studies / LABELS_DIR / FINAL / name, nifti_file_bytes(name, loaded.label, loaded.affine, header)))
     flair = loaded.image[MODALITIES.index("flair")]
-    files.append((studies / name, nifti_file_bytes(name, flair, loaded.affine)))
+    files.append((studies / name, nifti_file_bytes(name, flair, loaded.affine, header)))
     write_files_atomic(files)
 
 
@@ -190,6 +192,8 @@ class ImportReport:
     labeled: list[str] = field(default_factory=list)
     unlabeled: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    #: source cases without a label, not imported because of ``labelled_only``
+    left_out: list[str] = field(default_factory=list)
 
     def format(self) -> str:
         """A plain-text summary with a table of the skipped cases and their reasons."""
@@ -197,6 +201,7 @@ class ImportReport:
             f"imported {len(self.labeled) + len(self.unlabeled)} cases into {self.studies} "
             f"({len(self.labeled)} with a final label, {len(self.unlabeled)} unlabelled; layout {self.layout}); "
             f"skipped {len(self.skipped)}"
+            + (f"; left out {len(self.left_out)} source case(s) without a label (labelled only)" if self.left_out else "")
         ]
         if self.skipped:
             width = max(len("case"), *(len(c) for c in self.skipped))
@@ -234,13 +239,29 @@ def import_brats(
     labeled_fraction: float = 1.0,
     seed: int = 0,
     progress: bool = True,
+    labelled_only: bool = False,
 ) -> ImportReport:
-    """Build (or extend) a studies folder from a BraTS source folder; see the module docstring."""
+    """Build (or extend) a studies folder from a BraTS source folder; see the module docstring.
+
+    Args:
+        src: the BraTS source folder (:func:`~robustlabel.data.brats.find_brats_cases`).
+        studies: the studies folder to create or extend.
+        labeled_fraction: share ``P`` of the labelled source cases imported with a ``final`` label.
+        seed: seed of that choice.
+        progress: show a tqdm bar.
+        labelled_only: import only the source cases that have a label (MSD's ``imagesTs`` and
+            other unlabelled cases are left out and listed in ``ImportReport.left_out``); the
+            default ``False`` imports them as unlabelled pool cases.
+    """
     src, studies = Path(src).resolve(), Path(studies)
     cases = find_brats_cases(src)
+    left_out = sorted(c.case_id for c in cases if c.label is None) if labelled_only else []
+    if labelled_only:
+        cases = [c for c in cases if c.label is not None]
     labeled = select_labeled([c.case_id for c in cases if c.label is not None], labeled_fraction, seed)
     layouts = sorted({c.layout for c in cases})
-    report = ImportReport(studies=studies, layout=layouts[0] if len(layouts) == 1 else "mixed:" + ",".join(layouts))
+    report = ImportReport(studies=studies, layout=layouts[0] if len(layouts) == 1 else ("mixed:" + ",".join(layouts) if layouts else "none"),
+                          left_out=left_out)
     studies.mkdir(parents=True, exist_ok=True)
     for case in tqdm(cases, desc="import-brats", unit="case", disable=not progress):
         existing = label_path(studies, case.case_id, FINAL)

@@ -5,7 +5,11 @@
 * :class:`PseudoLabeller`, :class:`StudiesSink`, :class:`PseudoLabelSink`,
   :func:`pseudo_label_studies` (:mod:`.pseudo_label`): label the unannotated pool with a teacher;
 * :func:`run_teacher_student` / :class:`RoundsConfig` (:mod:`.rounds`): teacher → pseudo-labels →
-  student rounds with held-out evaluation (:func:`evaluate_checkpoint`, :mod:`.evaluate`).
+  student rounds with held-out evaluation (:func:`evaluate_checkpoint`, :mod:`.evaluate`);
+* :func:`student_items` (:mod:`.pseudo_label`): a pool's pseudo-label results → the student's
+  datalist items;
+* :class:`SourceBalancedSampler` (:mod:`.sampler`): 1:1 clinician/pseudo batches of
+  ``mode="per_source"``.
 
 Names are imported lazily, so ``import robustlabel.engine.<module>`` stays cheap.
 """
@@ -33,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     "ProtectedLabelError": "pseudo_label",
     "pseudo_label_studies": "pseudo_label",
     "rank_by_uncertainty": "pseudo_label",
+    "student_items": "pseudo_label",
+    "SourceBalancedSampler": "sampler",
     "evaluate_checkpoint": "evaluate",
     "RoundsConfig": "rounds",
     "RoundsResult": "rounds",

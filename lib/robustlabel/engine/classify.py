@@ -40,7 +40,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from robustlabel.engine.checkpoint import LAST_NAME, AtomicCheckpointer
+from robustlabel.engine.checkpoint import BEST_NAME, LAST_NAME, AtomicCheckpointer
+from robustlabel.engine.config import AMP_DTYPES, PRECISIONS, SELECTIONS
+from robustlabel.engine.sampler import SourceBalancedSampler
 from robustlabel.machine import resolve_device
 from robustlabel.engine.datalist import FINAL, PSEUDO
 from robustlabel.losses import PixelwiseLoss, SourceAwareLoss, get_loss
@@ -48,16 +50,21 @@ from robustlabel.losses import PixelwiseLoss, SourceAwareLoss, get_loss
 #: per-channel mean and std of the CIFAR-10 training images (in [0, 1])
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+#: optimisers :class:`ClassifierConfig` can ask for
+OPTIMIZERS = ("sgd", "adam")
 
 
 # --------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """SGD with a step schedule: ``lr`` is multiplied by ``lr_gamma`` at each epoch in ``lr_milestones``.
+    """SGD (or Adam, ``optimizer="adam"``) with a step schedule: ``lr`` is multiplied by ``lr_gamma``
+    at each epoch in ``lr_milestones`` (none: a constant ``lr``).
 
     Defaults are Cui et al.'s CIFAR-10 settings: 150 epochs, lr 0.1 → 0.01 after epoch 100,
     momentum 0.9, weight decay 1e-4.  ``device="auto"`` picks CUDA when available; ``amp=None``
     enables float16 mixed precision (with loss scaling) exactly when the device is CUDA.
+    ``precision`` (``"fp32"`` | ``"bf16"`` | ``"fp16"``, :data:`~robustlabel.engine.config.PRECISIONS`)
+    overrides ``amp``: fp32 everywhere, or autocast to that dtype on CUDA (CPU: always fp32).
     """
 
     epochs: int = 150
@@ -71,8 +78,18 @@ class ClassifierConfig:
     device: str = "auto"
     amp: bool | None = None
     eval_batch_size: int = 512
+    #: ``"sgd"`` (momentum, weight decay) or ``"adam"`` (weight decay; ``momentum`` unused)
+    optimizer: str = "sgd"
+    #: random crop + flip on the training images (``False``: normalisation only)
+    augment: bool = True
+    #: ``"fp32"`` | ``"bf16"`` | ``"fp16"`` (``None``: ``amp`` decides)
+    precision: str | None = None
 
     def __post_init__(self) -> None:
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -89,7 +106,23 @@ class ClassifierConfig:
 
     @property
     def use_amp(self) -> bool:
-        return self.torch_device.type == "cuda" if self.amp is None else bool(self.amp)
+        return self.autocast_dtype is not None
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of training and prediction (``None``: float32)."""
+        if self.torch_device.type != "cuda":
+            return None
+        if self.precision is not None:
+            return None if self.precision == "fp32" else AMP_DTYPES[self.precision]
+        on = True if self.amp is None else bool(self.amp)
+        return torch.float16 if on else None
+
+    @property
+    def precision_used(self) -> str:
+        """``"fp32"``, ``"bf16"`` or ``"fp16"``: what actually runs on this config's device."""
+        dtype = self.autocast_dtype
+        return "fp32" if dtype is None else ("bf16" if dtype == torch.bfloat16 else "fp16")
 
 
 # --------------------------------------------------------------------------- model and data
@@ -232,9 +265,10 @@ def split_indices(n: int, labelled_fraction: float, val_fraction: float, seed: i
     )
 
 
-def source_aware_loss(pseudo_loss: str, **params: float) -> SourceAwareLoss:
-    """CE on true labels, ``get_loss(pseudo_loss, **params)`` on pseudo-labels (Cui et al. Sec. 2.2)."""
-    return SourceAwareLoss(clinician=get_loss("ce"), pseudo=get_loss(pseudo_loss, **params))
+def source_aware_loss(pseudo_loss: str, mode: str = "union", **params: float) -> SourceAwareLoss:
+    """CE on true labels, ``get_loss(pseudo_loss, **params)`` on pseudo-labels (Cui et al. Sec. 2.2),
+    the two sources weighted by ``mode`` (see :class:`~robustlabel.losses.SourceAwareLoss`)."""
+    return SourceAwareLoss(clinician=get_loss("ce"), pseudo=get_loss(pseudo_loss, **params), mode=mode)
 
 
 # --------------------------------------------------------------------------- training
@@ -255,6 +289,8 @@ class TrainSummary:
     resumed_from_epoch: int
     seconds: float
     last_loss: float | None
+    best_epoch: int | None = None
+    best_accuracy: float | None = None
 
 
 def train_classifier(
@@ -267,8 +303,15 @@ def train_classifier(
     seed: int = 0,
     description: str = "train",
     progress: bool | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainSummary:
     """Train ``network`` in place on ``data`` with ``loss(logits, label, is_pseudo)``.
+
+    With ``val`` (images, labels) the validation accuracy is measured after every epoch and the
+    weights of the best epoch so far are written to ``checkpoint_dir/best.pt`` (needs
+    ``checkpoint_dir``; the best score is part of ``last.pt``, so a resumed run continues it).
+    With ``loss.mode == "per_source"`` the batches are 1:1 true/pseudo
+    (:class:`~robustlabel.engine.sampler.SourceBalancedSampler`).
 
     SGD (``config.lr``, momentum, weight decay) with :class:`torch.optim.lr_scheduler.MultiStepLR`
     stepped after every epoch.  With ``checkpoint_dir`` the network, optimiser, scheduler, AMP
@@ -277,50 +320,102 @@ def train_classifier(
     may have grown), and returns at once, with the trained weights loaded, when all epochs are
     done.  ``seed`` fixes the shuffling order (the initial weights are the caller's).
     ``progress``: show a tqdm bar (``None``: only when stderr is a terminal).
+
+    Under ``torch.distributed`` (``torchrun … scripts/cifar10_robust_ssl.py``) every rank calls
+    it with the same network and data: the network trains as ``DistributedDataParallel``
+    (``SyncBatchNorm`` on CUDA), each rank draws its part of the epoch (MONAI
+    ``DistributedSampler``, or whole 1:1 pairs of
+    :class:`~robustlabel.engine.sampler.DistributedSourceBalancedSampler`), ``batch_size`` is
+    per rank, every rank validates (same weights, same scores) and only rank 0 writes
+    ``last.pt`` / ``best.pt`` and shows progress; a run resumes on any number of ranks.
     """
     from ignite.contrib.handlers import ProgressBar
     from ignite.engine import Events
     from monai.handlers import CheckpointLoader, LrScheduleHandler
     from monai.utils import CommonKeys
 
-    from robustlabel.engine.trainer import SourceAwareTrainer
+    from monai.data import DistributedSampler
+    from torch.nn.parallel import DistributedDataParallel
 
-    device = config.torch_device
+    from robustlabel.engine.distributed import barrier, current, rank_device
+    from robustlabel.engine.sampler import DistributedSourceBalancedSampler
+    from robustlabel.engine.trainer import EpochCounter, SourceAwareTrainer
+
+    ctx = current()
+    device = rank_device(config.torch_device)
     network.to(device)
+    sampler = SourceBalancedSampler(data.is_pseudo.tolist(), seed=seed) if loss.mode == "per_source" else None
+    if sampler is not None and not sampler.balanced:
+        sampler = None
+    if ctx.distributed:
+        sampler = (DistributedSourceBalancedSampler(sampler, ctx.world_size, ctx.rank) if sampler is not None else
+                   DistributedSampler(range(len(data)), even_divisible=True, num_replicas=ctx.world_size, rank=ctx.rank,
+                                      shuffle=True, seed=seed))
+        if device.type == "cuda":
+            network = nn.SyncBatchNorm.convert_sync_batchnorm(network)  # the root module itself is kept
+    stepped = (DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+               if ctx.distributed else network)
+    progress = progress if ctx.is_main else False
     loader = DataLoader(
-        AugmentedImageDataset(data, image_transform(train=True)),
+        AugmentedImageDataset(data, image_transform(train=config.augment)),
         batch_size=config.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=config.num_workers > 0,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed + ctx.rank),
     )
-    optimizer = torch.optim.SGD(network.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(network.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones),
                                                      gamma=config.lr_gamma)
     trainer = SourceAwareTrainer(
         device=device,
         max_epochs=config.epochs,
         train_data_loader=loader,
-        network=network,
+        network=stepped,
         optimizer=optimizer,
         loss_function=loss.to(device),
         non_blocking=True,
         amp=config.use_amp,
+        amp_kwargs={"dtype": config.autocast_dtype} if config.use_amp else None,
         decollate=False,
         optim_set_to_none=True,
     )
+    if trainer.scaler is not None and config.autocast_dtype != torch.float16:
+        trainer.scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling
+    if sampler is not None:  # 1:1 batches of mode per_source; pairs depend on (seed, epoch) only
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
     LrScheduleHandler(scheduler, print_lr=False, epoch_level=True).attach(trainer)
     ProgressBar(persist=False, desc=description, disable=None if progress is None else not progress).attach(
         trainer, output_transform=lambda out: {"loss": out[CommonKeys.LOSS].detach().item()}
     )
 
+    best = BestEpoch()
+    if val is not None:
+        if checkpoint_dir is None:
+            raise ValueError("validating every epoch (val=...) needs a checkpoint_dir for best.pt")
+        best_saver = AtomicCheckpointer(Path(checkpoint_dir) / BEST_NAME, {"network": network, "best": best})
+
+        def validate(engine: Any) -> None:
+            score = accuracy(predict_logits(network, val[0], config.eval_batch_size, device, config.autocast_dtype), val[1])
+            if score > best.accuracy:
+                best.accuracy, best.epoch = score, int(engine.state.epoch)
+                if ctx.is_main:
+                    best_saver()
+
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, validate)
+
     resumed_from = 0
     if checkpoint_dir is not None:
         saved: dict[str, Any] = {"network": network, "optimizer": optimizer, "lr_scheduler": scheduler, "trainer": trainer}
-        if trainer.scaler is not None:
+        if val is not None:
+            saved["best"] = best
+        if trainer.scaler is not None and trainer.scaler.is_enabled():
             saved["scaler"] = trainer.scaler
         last = Path(checkpoint_dir) / LAST_NAME
         resumed_from = finished_epochs(checkpoint_dir)
@@ -329,14 +424,17 @@ def train_classifier(
         if resumed_from == config.epochs:
             network.load_state_dict(torch.load(last, map_location=device, weights_only=True)["network"])
             network.eval()
-            return TrainSummary(0, resumed_from, 0.0, None)
+            return TrainSummary(0, resumed_from, 0.0, None, *_stored_best(last, val is not None))
         if resumed_from:
             stored = torch.load(last, map_location="cpu", weights_only=True, mmap=True).keys()
-            CheckpointLoader(str(last), {k: v for k, v in saved.items() if k in stored}, map_location=device).attach(trainer)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, AtomicCheckpointer(last, saved))
+            loadable = {**saved, "trainer": EpochCounter(trainer, len(loader))}  # any number of ranks
+            CheckpointLoader(str(last), {k: v for k, v in loadable.items() if k in stored}, map_location=device).attach(trainer)
+        if ctx.is_main:
+            trainer.add_event_handler(Events.EPOCH_COMPLETED, AtomicCheckpointer(last, saved))
 
     start = time.perf_counter()
     trainer.run()
+    barrier()  # rank 0's checkpoints are complete before any rank reads them
     network.eval()
     last_loss = trainer.state.output[CommonKeys.LOSS] if trainer.state.output else None
     return TrainSummary(
@@ -344,14 +442,40 @@ def train_classifier(
         resumed_from_epoch=resumed_from,
         seconds=time.perf_counter() - start,
         last_loss=None if last_loss is None else float(last_loss.detach()),
+        best_epoch=best.epoch if val is not None else None,
+        best_accuracy=best.accuracy if val is not None else None,
     )
+
+
+class BestEpoch:
+    """The best validation accuracy so far and its epoch (``state_dict``-able, stored in the checkpoints)."""
+
+    def __init__(self) -> None:
+        self.accuracy, self.epoch = float("-inf"), 0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"accuracy": self.accuracy, "epoch": self.epoch}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.accuracy, self.epoch = float(state["accuracy"]), int(state["epoch"])
+
+
+def _stored_best(last: Path, wanted: bool) -> tuple[int | None, float | None]:
+    """``(best_epoch, best_accuracy)`` stored in a finished run's ``last.pt`` (``None`` when not validated)."""
+    if not wanted:
+        return None, None
+    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("best")
+    return (None, None) if state is None else (int(state["epoch"]), float(state["accuracy"]))
 
 
 @torch.inference_mode()
 def predict_logits(
-    network: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 512, device: torch.device | str | None = None
+    network: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 512, device: torch.device | str | None = None,
+    amp_dtype: torch.dtype | None | str = "auto",
 ) -> torch.Tensor:
     """Logits ``(N, C)`` (float32, on CPU) of uint8 images ``(N, 3, H, W)``, in eval mode.
+
+    ``amp_dtype``: autocast dtype on CUDA (``None``: float32; ``"auto"``: torch's CUDA default, fp16).
 
     A forward pass over an in-memory tensor: the evaluation transform is applied to whole
     batches on ``device``, so no data loader or evaluator engine is needed.
@@ -363,7 +487,9 @@ def predict_logits(
     out = []
     for start in range(0, images.shape[0], batch_size):
         batch = transform(images[start : start + batch_size].to(device, non_blocking=True))
-        with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
+        dtype = None if amp_dtype == "auto" else amp_dtype
+        enabled = device.type == "cuda" and amp_dtype is not None
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled):
             out.append(network(batch).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
@@ -377,10 +503,11 @@ def accuracy(logits: torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
 
 
 def pseudo_label(
-    network: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 512, device: torch.device | str | None = None
+    network: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 512, device: torch.device | str | None = None,
+    amp_dtype: torch.dtype | None | str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hard pseudo-labels ``ŷ = argmax_k p_k`` and their confidence ``max_k p_k`` (teacher step)."""
-    probs = predict_logits(network, images, batch_size, device).softmax(1)
+    probs = predict_logits(network, images, batch_size, device, amp_dtype).softmax(1)
     confidence, labels = probs.max(1)
     return labels.numpy().astype(np.int64), confidence.numpy()
 
@@ -396,20 +523,39 @@ def fit_and_evaluate(
     checkpoint_dir: str | Path | None = None,
     description: str = "train",
     progress: bool | None = None,
+    select: str = "last",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Seed, build, :func:`train_classifier` and measure top-1 accuracy (%) on each eval set.
 
     ``torch.manual_seed(seed)`` precedes ``build_network()``, so every model of one seed
     starts from the same weights and sees the same shuffling: rows of a table differ only in
-    their training labels and loss.  Returns the trained network and a JSON-ready record
-    ``{"<name>_acc": ..., "train_size", "n_pseudo", "epochs", "seconds", "resumed_from_epoch", "device"}``.
+    their training labels and loss.  ``select="last"`` (default, the paper) scores the last
+    epoch; ``"best"`` scores the epoch of best accuracy on ``eval_sets["val"]`` (validated
+    after every epoch; needs ``checkpoint_dir``).  Returns the network that was scored and a
+    JSON-ready record ``{"<name>_acc": ..., "train_size", "n_pseudo", "epochs", "seconds",
+    "resumed_from_epoch", "device", "select", "scored_epoch"}``.
+
+    Raises:
+        ValueError: unknown ``select``, or ``"best"`` without a ``"val"`` set or ``checkpoint_dir``.
     """
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    if select == "best" and "val" not in eval_sets:
+        raise ValueError("select='best' needs a 'val' evaluation set")
     torch.manual_seed(seed)
     network = build_network()
     summary = train_classifier(network, data, loss, config, checkpoint_dir=checkpoint_dir, seed=seed,
-                               description=description, progress=progress)
+                               description=description, progress=progress,
+                               val=eval_sets["val"] if select == "best" else None)
+    scored_epoch = config.epochs
+    if select == "best":
+        best = torch.load(Path(checkpoint_dir) / BEST_NAME, map_location=config.torch_device, weights_only=True)
+        network.load_state_dict(best["network"])
+        network.eval()
+        scored_epoch = int(best["best"]["epoch"])
     record: dict[str, Any] = {
-        f"{name}_acc": accuracy(predict_logits(network, images, config.eval_batch_size, config.torch_device), labels)
+        f"{name}_acc": accuracy(predict_logits(network, images, config.eval_batch_size, config.torch_device,
+                                               config.autocast_dtype), labels)
         for name, (images, labels) in eval_sets.items()
     }
     record.update(
@@ -419,6 +565,8 @@ def fit_and_evaluate(
         seconds=round(summary.seconds, 1),
         resumed_from_epoch=summary.resumed_from_epoch,
         device=str(config.torch_device),
+        select=select,
+        scored_epoch=scored_epoch,
     )
     return network, record
 

@@ -16,6 +16,9 @@ from typing import Any
 
 import torch
 
+# SOURCE_MODES (re-exported): the ``mode`` choices, how the two label sources are weighted
+from ..losses.source_aware import SOURCE_MODES as SOURCE_MODES
+
 # re-exported: engine.pseudo_label and scripts/brats_robust_ssl.py still import it from here
 from ..machine import resolve_device as resolve_device
 
@@ -27,6 +30,31 @@ DEFAULT_PSEUDO_PARAMS: dict[str, dict[str, float]] = {
     "sce": {"alpha": 0.01, "gamma": 1.0},
 }
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: ``--precision`` choices: float32 everywhere (the seed paper), or autocast to bf16 / fp16 on CUDA
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+#: ``--select`` choices: which checkpoint of a run is scored, the last epoch (the seed paper) or
+#: the best validation Dice
+SELECTIONS: tuple[str, ...] = ("last", "best")
+#: ``--init`` choices of a student: random initialisation (the paper) or the teacher's weights
+INITS: tuple[str, ...] = ("scratch", "teacher")
+
+
+def precision_settings(precision: str) -> dict[str, Any]:
+    """``TrainConfig`` fields of a ``--precision`` choice: ``fp32`` → ``amp=False``; ``bf16`` /
+    ``fp16`` → autocast to that dtype on CUDA (CPU always runs in float32).
+
+    Raises:
+        ValueError: for a name outside :data:`PRECISIONS`.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return {"amp": False, "amp_dtype": "auto"} if precision == "fp32" else {"amp": True, "amp_dtype": precision}
+
+
+def precision_used(amp: bool, amp_dtype: str, device: torch.device | str) -> str:
+    """What actually runs: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast only exists on CUDA)."""
+    dtype = amp_dtype_for(torch.device(device), amp, amp_dtype)
+    return "fp32" if dtype is None else {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 @dataclass
@@ -38,7 +66,7 @@ class TrainConfig:
             (``{}``: the full TransBTS; ``TINY_TRANSBTS`` for tests).
         roi_size: training crop and sliding-window size; ``None`` takes the network's
             ``img_size`` (128 for TransBTS).
-        batch_size: training crops per step (seed paper: 4).
+        batch_size: training crops per step and rank (seed paper: 4, one GPU).
         epochs: total epochs ``E`` (seed paper: 1000); the poly decay runs over them.
         lr: initial learning rate ``lr_0`` of Adam (2e-4).
         weight_decay: Adam's L2 weight decay (1e-5).
@@ -57,6 +85,26 @@ class TrainConfig:
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:i]"``.
         amp: mixed precision on CUDA (CPU always runs in float32).
         amp_dtype: ``"auto"`` (bf16 where supported, else fp16), ``"bf16"`` or ``"fp16"``.
+        mode: how the clinician and pseudo-label terms are weighted: ``"union"`` (one mean over
+            all voxels of the shuffled batch), ``"robust_all"`` (the robust loss on every
+            sample, the seed's ``train_cv.py``) or ``"per_source"`` (1:1 batches from
+            :class:`~robustlabel.engine.sampler.SourceBalancedSampler`, the two per-source means
+            added, the seed's ``train_2losses.py``); see :class:`~robustlabel.losses.SourceAwareLoss`.
+        init_checkpoint: an engine checkpoint whose network weights a fresh run starts from
+            (e.g. a student initialised from its teacher); ``None`` (default): random
+            initialisation from ``seed``, as in the seed paper.
+        augment: the random flips and intensity changes of the training pipeline (the official
+            TransBTS augmentation); ``False`` keeps only the pad and the (random) crop, e.g. to
+            compare runs exactly.
+        freeze_batchnorm: keep every BatchNorm layer in eval mode while training (its running
+            statistics, not the batch's, normalise and are not updated).  With several ranks
+            BatchNorm otherwise normalises with each rank's own batch; on CUDA the engine
+            converts it to ``SyncBatchNorm`` (statistics of the global batch), which does not
+            exist on CPU, so there this flag is the way to make N ranks compute exactly what one
+            process computes over the same global batch.
+
+    Under ``torch.distributed`` (:mod:`robustlabel.engine.distributed`) ``batch_size`` is per
+    rank: a step of ``N`` ranks sees ``N · batch_size`` crops (the global batch).
     """
 
     network: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +126,10 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     amp_dtype: str = "auto"
+    mode: str = "union"
+    init_checkpoint: str | None = None
+    augment: bool = True
+    freeze_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         self.network = dict(self.network or {})
@@ -111,6 +163,13 @@ class TrainConfig:
                 raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}") from None
         if self.pseudo_params is not None:
             self.pseudo_params = dict(self.pseudo_params)
+        if self.mode not in SOURCE_MODES:
+            raise ValueError(f"mode must be one of {SOURCE_MODES}, got {self.mode!r}")
+        if self.init_checkpoint is not None:
+            self.init_checkpoint = str(self.init_checkpoint)
+        for name in ("augment", "freeze_batchnorm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
     # ------------------------------------------------------------------ derived values
     @property

@@ -7,8 +7,18 @@ Per case ``x`` the teacher's sliding-window softmax ``p_v = softmax(z_v)`` (floa
 * the voxel confidence ``c_v = max_k p_{v,k}`` and entropy ``H_v = −Σ_k p_{v,k} ln p_{v,k}`` (nats,
   at most ``ln C``), averaged over the predicted tumour ``T = {v : ŷ_v ≠ 0}`` and over the brain
   ``B = {v : x_v ≠ 0 for some modality}`` (the z-scored modalities keep the zero background);
-* the case ``uncertainty = mean_{v∈T} H_v / ln C ∈ [0, 1]`` (over ``B`` when ``T`` is empty),
-  by which the MONAI Label app ranks cases for the clinician (largest first).
+* the case ``uncertainty``, by which the MONAI Label app ranks cases for the clinician
+  (largest first):
+
+  .. math:: u = \\begin{cases} \\frac{1}{|T|}\\sum_{v∈T} H_v / \\ln C ∈ [0, 1], & T ≠ ∅ \\\\
+                                1 \\;(\\text{maximally uncertain}), & T = ∅ \\end{cases}
+
+  An empty predicted tumour counts as maximally uncertain: a BraTS case always has a tumour,
+  so a teacher that finds none has failed on it, and that case needs the clinician most.  (The
+  mean entropy over the whole brain would rank such a complete miss *last*: the brain is mostly
+  confidently predicted background, about 0.1 against about 0.8 for an honestly uncertain
+  tumour.)  ``uncertainty_region`` in the sidecar says which case applied (``"tumour"`` or
+  ``"empty"``).
 
 Throughput (the per-image path of MONAI Label's stock ``BatchInferTask`` is the baseline, see
 ``scripts/bench_pseudo_label.py``):
@@ -56,7 +66,7 @@ from monai.data import DataLoader, list_data_collate
 from tqdm import tqdm
 
 from ..data.labels import BRATS_LABELS, train_to_brats
-from ..data.nifti import write_bytes_atomic, write_nifti_atomic
+from ..data.nifti import NiftiReadError, read_header_fields, write_bytes_atomic, write_nifti_atomic
 from ..data.studies import FINAL, LABELS_DIR, PSEUDO, label_path, unlabeled_datalist
 from ..data.transforms import infer_transforms
 from .checkpoint import network_from_checkpoint, read_checkpoint, sha256_file
@@ -71,6 +81,10 @@ CONFIDENCE_DIR = "pseudo_confidence"
 WRITTEN, SKIPPED_CLINICIAN, SKIPPED_SAME_TEACHER = "written", "skipped_clinician", "skipped_same_teacher"
 #: batches whose outputs may wait for the background writer before inference pauses
 MAX_PENDING_BATCHES = 2
+#: the uncertainty of a case whose predicted tumour is empty (module docstring)
+EMPTY_TUMOUR_UNCERTAINTY = 1.0
+#: sidecar key holding the source image's qform/sform codes and units (copied into the label file)
+SOURCE_HEADER_KEY = "source_header"
 
 
 class ProtectedLabelError(PermissionError):
@@ -94,9 +108,12 @@ def guard_not_clinician(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def write_pseudo_label(path: str | os.PathLike, label: np.ndarray, affine: np.ndarray) -> Path:
-    """Write a pseudo-label NIfTI atomically, never inside a ``final`` folder (see :func:`guard_not_clinician`)."""
-    return write_nifti_atomic(guard_not_clinician(path), label, affine)
+def write_pseudo_label(
+    path: str | os.PathLike, label: np.ndarray, affine: np.ndarray, header: Mapping[str, Any] | None = None
+) -> Path:
+    """Write a pseudo-label NIfTI atomically, never inside a ``final`` folder (see :func:`guard_not_clinician`);
+    ``header`` (the source image's :func:`~robustlabel.data.nifti.header_fields`) keeps its codes and units."""
+    return write_nifti_atomic(guard_not_clinician(path), label, affine, header)
 
 
 # --------------------------------------------------------------------------- sinks
@@ -127,13 +144,21 @@ class StudiesSink:
             is a ``final`` folder.
         confidence_dir: where optional voxel-confidence maps go (default
             ``STUDIES/pseudo_confidence``, outside ``labels/`` so no datastore takes them for labels).
+        protected: ``protected(case)`` tells whether ``case`` counts as clinician-labelled, i.e.
+            is never pseudo-labelled (default: it has a ``labels/final`` file).  An experiment
+            that hides the true labels of part of the cases passes the labelled subset here
+            (``lambda case: case in labelled``).
+
+    Labels and confidence maps keep the source image's qform/sform codes and units (the
+    sidecar's ``source_header``).
     """
 
     def __init__(
         self, studies: str | os.PathLike, label_dir: str | os.PathLike | None = None,
-        confidence_dir: str | os.PathLike | None = None,
+        confidence_dir: str | os.PathLike | None = None, protected: Callable[[str], bool] | None = None,
     ) -> None:
         self.studies = Path(studies)
+        self.protected = protected
         self.label_dir = Path(label_dir) if label_dir is not None else self.studies / LABELS_DIR / PSEUDO
         guard_not_clinician(self.label_dir / "probe.nii.gz")
         self.confidence_dir = Path(confidence_dir) if confidence_dir is not None else self.studies / CONFIDENCE_DIR
@@ -149,6 +174,8 @@ class StudiesSink:
         return self.confidence_dir / f"{case}.nii.gz"
 
     def has_clinician_label(self, case: str) -> bool:
+        if self.protected is not None:
+            return bool(self.protected(case))
         return label_path(self.studies, case, FINAL) is not None
 
     def read_info(self, case: str) -> dict[str, Any] | None:
@@ -182,10 +209,11 @@ class StudiesSink:
             return None
         # the stale sidecar goes first: a sidecar naming a teacher always describes the label beside it
         self.sidecar_path(case).unlink(missing_ok=True)
-        path = write_pseudo_label(self.label_path(case), label, affine)
+        header = info.get(SOURCE_HEADER_KEY)
+        path = write_pseudo_label(self.label_path(case), label, affine, header)
         info = dict(info)
         if confidence is not None:
-            conf_path = write_nifti_atomic(guard_not_clinician(self.confidence_path(case)), confidence, affine)
+            conf_path = write_nifti_atomic(guard_not_clinician(self.confidence_path(case)), confidence, affine, header)
             info["confidence_map"] = {"path": str(conf_path), "scale": CONFIDENCE_SCALE,
                                       "meaning": "max softmax probability x scale, rounded, uint8"}
         write_bytes_atomic(guard_not_clinician(self.sidecar_path(case)), (json.dumps(info, indent=2) + "\n").encode())
@@ -211,7 +239,8 @@ def summarise_prediction(probs: torch.Tensor, image: torch.Tensor) -> tuple[np.n
 
     Returns ``(label in BraTS values (uint8, *S), voxel confidence c_v (float32, *S), stats)``
     with ``stats`` = voxel counts per BraTS value, confidence over tumour and brain, and the
-    normalised ``uncertainty`` (module docstring).
+    ``uncertainty`` (module docstring): the normalised mean entropy over the predicted tumour,
+    1 when the teacher predicts no tumour at all.
     """
     n_classes = probs.shape[0]
     max_prob, classes = probs.max(dim=0)
@@ -220,14 +249,15 @@ def summarise_prediction(probs: torch.Tensor, image: torch.Tensor) -> tuple[np.n
     brain = (image != 0).any(dim=0)
     counts = torch.bincount(classes.flatten(), minlength=n_classes).tolist()
     confidence = {"tumour": region_confidence(max_prob, entropy, tumour), "brain": region_confidence(max_prob, entropy, brain)}
-    reference = next((confidence[r] for r in ("tumour", "brain") if confidence[r]["voxels"]), None)
-    mean_entropy = reference["mean_entropy"] if reference else float(entropy.mean())
+    tumour_entropy = confidence["tumour"]["mean_entropy"]
+    empty = tumour_entropy is None
     stats = {
         "voxel_counts": {str(value): int(counts[i]) for i, value in enumerate(BRATS_LABELS[:n_classes])},
         "confidence": confidence,
         "entropy_unit": "nats",
         "max_entropy": math.log(n_classes),
-        "uncertainty": mean_entropy / math.log(n_classes),
+        "uncertainty": EMPTY_TUMOUR_UNCERTAINTY if empty else tumour_entropy / math.log(n_classes),
+        "uncertainty_region": "empty" if empty else "tumour",
     }
     label = train_to_brats(classes.to(torch.uint8).cpu().numpy())
     return label, max_prob.float().cpu().numpy(), stats
@@ -258,6 +288,15 @@ def read_geometry(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.nda
     return shape, affine  # type: ignore[return-value]
 
 
+def read_source_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The qform/sform codes and units of a NIfTI file (:func:`~robustlabel.data.nifti.read_header_fields`),
+    raising :class:`UnreadableCaseError`."""
+    try:
+        return read_header_fields(path)
+    except NiftiReadError as exc:
+        raise UnreadableCaseError(str(exc)) from exc
+
+
 # --------------------------------------------------------------------------- labeller
 @dataclass
 class PseudoLabelResult:
@@ -271,7 +310,7 @@ class PseudoLabelResult:
 
     @property
     def uncertainty(self) -> float | None:
-        """Normalised mean entropy in the predicted tumour (see module docstring)."""
+        """Normalised mean entropy in the predicted tumour, 1 when it is empty (module docstring)."""
         return None if self.info is None else self.info["uncertainty"]
 
 
@@ -375,6 +414,7 @@ class PseudoLabeller:
             else:
                 todo.append(index)
         geometry = {i: read_geometry(items[i]["image"]) for i in todo}
+        headers = {i: read_source_header(items[i]["image"]) for i in todo}
         batches = shape_batches([geometry[i][0] for i in todo], self.batch_size)
         pending = [items[i] for i in todo]
         # one writer thread: writes stay ordered and the sink is never called concurrently
@@ -402,6 +442,7 @@ class PseudoLabeller:
                     for b, local in enumerate(batch_indices):
                         index = todo[local]
                         label, info, confidence = self._summarise(items[index], probs[b], images[b], geometry[index])
+                        info[SOURCE_HEADER_KEY] = headers[index]
                         future = writer.submit(self._store, sink, items[index]["case"], label, geometry[index][1], info, confidence)
                         in_flight.append((index, future))
                     del images, probs
@@ -458,6 +499,44 @@ class PseudoLabeller:
         return label, info, confidence
 
 
+def student_items(
+    pool: Sequence[Mapping[str, Any]],
+    results: Sequence[PseudoLabelResult],
+    sink: StudiesSink,
+    *,
+    strict: bool = False,
+) -> list[dict[str, Any]]:
+    """Turn a pool's pseudo-label results into the student's datalist items.
+
+    Args:
+        pool: the items given to :meth:`PseudoLabeller.label` (``{"image", "case"}``), in order.
+        results: what :meth:`PseudoLabeller.label` returned for them (same order).
+        sink: the sink the labels went to (its ``label_path(case)`` names the files).
+        strict: raise when a pool case has no pseudo-label of this teacher (e.g. it was
+            protected as clinician-labelled); by default such cases are left out.
+
+    Returns:
+        ``{"image", "label", "source": "pseudo", "case"}`` for every case written now or
+        labelled earlier by the same teacher, in pool order.
+
+    Raises:
+        ValueError: ``pool`` and ``results`` differ in length or order.
+        RuntimeError: with ``strict``, naming the cases left without a pseudo-label.
+    """
+    if len(pool) != len(results) or any(str(i["case"]) != r.case for i, r in zip(pool, results)):
+        raise ValueError("pool and results must list the same cases in the same order")
+    usable = (WRITTEN, SKIPPED_SAME_TEACHER)
+    missing = [r.case for r in results if r.status not in usable]
+    if strict and missing:
+        raise RuntimeError(f"pool cases {missing} were not pseudo-labelled (statuses "
+                           f"{sorted({r.status for r in results})}); expected none to be protected")
+    return [
+        {"image": str(item["image"]), "label": str(sink.label_path(r.case)), "source": PSEUDO, "case": r.case}
+        for item, r in zip(pool, results)
+        if r.status in usable
+    ]
+
+
 def pseudo_label_studies(
     studies: str | os.PathLike,
     checkpoint: str | os.PathLike,
@@ -468,6 +547,12 @@ def pseudo_label_studies(
     **labeller_options: Any,
 ) -> list[PseudoLabelResult]:
     """Pseudo-label every case of ``studies`` without a ``final`` label (default sink:
-    :class:`StudiesSink`); ``labeller_options`` go to :class:`PseudoLabeller`."""
+    :class:`StudiesSink`); ``labeller_options`` go to :class:`PseudoLabeller`.
+
+    In a ``torch.distributed`` job every rank calls it and labels its shard of the pool
+    (:func:`robustlabel.engine.pool_shards.label_pool`); every rank returns the whole pool's results."""
+    from .pool_shards import label_pool  # it imports this module
+
     labeller = PseudoLabeller(checkpoint, **labeller_options)
-    return labeller.label(unlabeled_datalist(studies), sink or StudiesSink(studies), progress=progress, callback=callback)
+    return label_pool(labeller, unlabeled_datalist(studies), sink or StudiesSink(studies), progress=progress,
+                      callback=callback)

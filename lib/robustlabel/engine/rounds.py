@@ -9,11 +9,15 @@
    ``scripts/brats_robust_ssl.py`` does).
 2. **Round 0, teacher**: CE on the training ``final`` labels only ("lower bound" of the paper).
 3. **Pseudo-label** every case without a ``final`` label (the pool) with the teacher's
-   ``best.pt`` (:class:`~robustlabel.engine.pseudo_label.PseudoLabeller`).
-4. **Round k ≥ 1, student**: trained from scratch on the training ``final`` labels (CE) and the
-   pool's pseudo-labels (the robust loss, e.g. GCE with q = 0.7).  With ``rounds > 1`` the
-   student of round k is the teacher of round k + 1 (steps 3–4 again).
-5. Every round's ``best.pt`` is scored on the held-out test cases (WT/TC/ET Dice and HD95).
+   selected checkpoint (``select``: ``best.pt``, the best validation Dice, by default;
+   ``last.pt``, the last epoch, as the seed paper) (:class:`~robustlabel.engine.pseudo_label.PseudoLabeller`).
+4. **Round k ≥ 1, student**: trained on the training ``final`` labels (CE) and the pool's
+   pseudo-labels (the robust loss, e.g. GCE with q = 0.7), weighted by ``train.mode``, from
+   scratch (``init="scratch"``, the paper) or from the teacher's weights (``init="teacher"``).
+   With ``rounds > 1`` the student of round k is the teacher of round k + 1 (steps 3–4 again).
+5. Every round's selected checkpoint is scored on the held-out test cases (WT/TC/ET Dice and
+   HD95, the BraTS worst case 373.13 mm for a region missed or hallucinated; ``n`` is printed
+   beside every mean).
 
 Output in ``out_dir``: ``split.json``, ``round_0_teacher/``, ``round_<k>_student/`` (each a
 :func:`~robustlabel.engine.train` run folder), ``results.json`` (config, split, per-case and
@@ -39,14 +43,18 @@ import numpy as np
 
 from ..data.labels import REGIONS
 from ..data.nifti import write_bytes_atomic, write_json_atomic
-from ..data.studies import FINAL, PSEUDO, studies_datalist, unlabeled_datalist
+from ..data.studies import FINAL, studies_datalist, unlabeled_datalist
 from ..losses import get_loss
+from ..machine import resolve_device
 from ..metrics import format_mean_std
+from ..metrics.brats import BRATS_WORST_HD95
 from .checkpoint import sha256_file
-from .config import TrainConfig
+from .config import INITS, SELECTIONS, TrainConfig, precision_used
 from .datalist import require_clinician_labels
 from .evaluate import evaluate_checkpoint
-from .pseudo_label import WRITTEN, SKIPPED_SAME_TEACHER, PseudoLabeller, StudiesSink
+from .distributed import broadcast_object, current
+from .pool_shards import label_pool
+from .pseudo_label import PseudoLabeller, StudiesSink, student_items
 from .trainer import EpochCallback, TrainResult, train
 
 VAL_FRACTION = 0.1
@@ -70,6 +78,9 @@ class RoundsConfig:
         pseudo_dir: where pseudo-labels go (default ``STUDIES/labels/pseudo``).
         pseudo_batch_size: volumes per pseudo-labelling forward pass.
         save_confidence: also store voxel-confidence maps.
+        select: the checkpoint of each round that pseudo-labels and is scored: ``"best"``
+            (best validation Dice, default) or ``"last"`` (the last epoch, as the seed paper).
+        init: a student's initial weights: ``"scratch"`` (default, the paper) or ``"teacher"``.
     """
 
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -80,8 +91,14 @@ class RoundsConfig:
     pseudo_dir: str | None = None
     pseudo_batch_size: int = 2
     save_confidence: bool = False
+    select: str = "best"
+    init: str = "scratch"
 
     def __post_init__(self) -> None:
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise ValueError(f"rounds must be an int >= 1, got {self.rounds!r}")
         for name in ("val_fraction", "test_fraction"):
@@ -109,6 +126,7 @@ class RoundResult:
     train: TrainResult
     test_rows: list[dict[str, Any]]
     test_summary: dict[str, dict[str, float]]
+    select: str = "best"
 
     def row(self) -> dict[str, Any]:
         """Flat summary: Dice/HD95 mean and std per region, validation score, checkpoint."""
@@ -118,9 +136,10 @@ class RoundResult:
             "best_epoch": self.train.best_epoch, "val_mean_dice": self.train.best_metric,
         }
         for key, stats in self.test_summary.items():
-            out[f"{key}_mean"], out[f"{key}_std"] = stats["mean"], stats["std"]
+            out[f"{key}_mean"], out[f"{key}_std"], out[f"{key}_n"] = stats["mean"], stats["std"], stats["n"]
         out["test_cases"] = len(self.test_rows)
-        out["checkpoint"] = str(self.train.best_checkpoint)
+        out["select"] = self.select
+        out["checkpoint"] = str(self.train.checkpoint(self.select))
         return out
 
 
@@ -180,11 +199,12 @@ def loss_label(config: TrainConfig, role: str) -> str:
 
 
 def _mean_std(summary: Mapping[str, Mapping[str, float]], key: str) -> str:
-    return format_mean_std(summary.get(key))
+    return format_mean_std(summary.get(key), with_n=True)
 
 
-def format_markdown(results: Sequence[RoundResult]) -> str:
-    """Markdown table: one row per round, held-out Dice mean ± std per region."""
+def format_markdown(results: Sequence[RoundResult], config: RoundsConfig | None = None) -> str:
+    """Markdown table: one row per round, held-out Dice mean ± std (n) per region, then the
+    protocol choices (``select``, ``mode``, ``init``, precision) when ``config`` is given."""
     head = ["round", "model", "loss", "final", "pseudo", *(f"Dice {r}" for r in REGIONS), "HD95 WT (mm)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -193,8 +213,20 @@ def format_markdown(results: Sequence[RoundResult]) -> str:
         cells.append(_mean_std(r.test_summary, "hd95_WT"))
         lines.append("| " + " | ".join(cells) + " |")
     n_test = len(results[0].test_rows) if results else 0
-    lines.append(f"\nHeld-out test cases: {n_test}; mean ± std over cases.")
+    lines.append(f"\nHeld-out test cases: {n_test}; mean ± std (n = cases) over cases; HD95 of a region present in "
+                 f"exactly one of prediction and truth counts as {BRATS_WORST_HD95} mm (BraTS worst case).")
+    if config is not None:
+        lines.append(protocol_note(config))
     return "\n".join(lines)
+
+
+def protocol_note(config: RoundsConfig) -> str:
+    """One line naming the protocol choices of a run: scored checkpoint, source weighting,
+    student initialisation and precision."""
+    train_cfg = config.train
+    device = resolve_device(train_cfg.device)
+    return (f"Scored checkpoint: {config.select}; source weighting (mode): {train_cfg.mode}; student init: "
+            f"{config.init}; precision: {precision_used(train_cfg.amp, train_cfg.amp_dtype, device)} on {device.type}.")
 
 
 def _write_reports(out: Path, config: RoundsConfig, split: dict, results: Sequence[RoundResult], markdown: str) -> None:
@@ -230,11 +262,17 @@ def run_teacher_student(
 
     ``on_event`` receives ``{"stage": "split"|"train"|"pseudo-label"|"evaluate"|"done", "round": k, …}``;
     ``on_epoch`` is passed to :func:`~robustlabel.engine.train`.
+
+    Under ``torch.distributed`` (e.g. ``torchrun … robustlabel teacher-student``) every rank
+    calls this function: training is data parallel, the pool is sharded
+    (:func:`~robustlabel.engine.pool_shards.label_pool`), rank 0 scores the held-out cases and
+    sends the scores to the others, and only rank 0 writes the reports and sees ``on_event``.
     """
     config = config or RoundsConfig()
+    ctx = current()
     get_loss(config.train.pseudo_loss, **config.train.resolved_pseudo_params)  # fail fast on a bad loss
     studies, out = Path(studies), Path(out_dir)
-    emit = on_event or (lambda event: None)
+    emit = on_event if on_event is not None and ctx.is_main else (lambda event: None)
     before = clinician_label_hashes(studies)
     final_items = {item["case"]: item for item in studies_datalist(studies, sources=(FINAL,))}
     require_clinician_labels(list(final_items.values()), role=f"studies folder {studies}")
@@ -255,18 +293,24 @@ def run_teacher_student(
         role = "teacher" if k == 0 else "student"
         round_config = teacher_config if k == 0 else config.train
         if k > 0:
-            emit({"stage": "pseudo-label", "round": k, "teacher": str(results[-1].train.best_checkpoint)})
-            pseudo_items = _pseudo_label_pool(studies, results[-1].train.best_checkpoint, sink, config, progress)
+            teacher = results[-1].train.checkpoint(config.select)
+            emit({"stage": "pseudo-label", "round": k, "teacher": str(teacher)})
+            pseudo_items = _pseudo_label_pool(studies, teacher, sink, config, progress)
+            if config.init == "teacher":
+                round_config = round_config.replace(init_checkpoint=str(teacher))
         emit({"stage": "train", "round": k, "role": role, "final": len(train_final), "pseudo": len(pseudo_items)})
         run = train(train_final + pseudo_items, val_items, out / f"round_{k}_{role}", round_config,
                     resume=resume, progress=progress, on_epoch=on_epoch)
-        emit({"stage": "evaluate", "round": k, "checkpoint": str(run.best_checkpoint)})
-        rows, summary = evaluate_checkpoint(run.best_checkpoint, test_items, device=device,
-                                            num_workers=config.train.num_workers, amp=config.train.amp, progress=progress)
+        scored = run.checkpoint(config.select)
+        emit({"stage": "evaluate", "round": k, "checkpoint": str(scored)})
+        scores = evaluate_checkpoint(scored, test_items, device=device, num_workers=config.train.num_workers,
+                                     amp=config.train.amp, progress=progress) if ctx.is_main else None
+        rows, summary = broadcast_object(scores)
         results.append(RoundResult(k, role, loss_label(round_config, role), len(train_final), len(pseudo_items),
-                                   run, rows, summary))
-        markdown = format_markdown(results)
-        _write_reports(out, config, split, results, markdown)
+                                   run, rows, summary, config.select))
+        markdown = format_markdown(results, config)
+        if ctx.is_main:
+            _write_reports(out, config, split, results, markdown)
 
     after = clinician_label_hashes(studies)
     if after != before:
@@ -279,16 +323,12 @@ def run_teacher_student(
 def _pseudo_label_pool(
     studies: Path, teacher: Path, sink: StudiesSink, config: RoundsConfig, progress: bool
 ) -> list[dict[str, Any]]:
-    """Pseudo-label the pool with ``teacher``; return the student's pseudo items."""
+    """Pseudo-label the pool with ``teacher`` (sharded over the ranks of a distributed job);
+    return the student's pseudo items (the whole pool's, on every rank)."""
     labeller = PseudoLabeller(
         teacher, device=config.train.device, batch_size=config.pseudo_batch_size,
         num_workers=config.train.num_workers, amp=config.train.amp, amp_dtype=config.train.amp_dtype,
         save_confidence=config.save_confidence,
     )
     pool = unlabeled_datalist(studies)
-    results = labeller.label(pool, sink, progress=progress)
-    return [
-        {"image": str(item["image"]), "label": str(sink.label_path(r.case)), "source": PSEUDO, "case": r.case}
-        for item, r in zip(pool, results)
-        if r.status in (WRITTEN, SKIPPED_SAME_TEACHER)
-    ]
+    return student_items(pool, label_pool(labeller, pool, sink, progress=progress), sink)

@@ -6,7 +6,9 @@ minimises :class:`~robustlabel.losses.SourceAwareLoss`
 .. math:: L = \\frac{1}{|V|}\\Big(\\sum_{n: s_n = final} \\sum_v CE(z_{n,v}, y_{n,v})
           + w \\sum_{n: s_n = pseudo} \\sum_v ℓ_{robust}(z_{n,v}, y_{n,v})\\Big)
 
-with Adam (``lr_0 = 2e-4``, weight decay 1e-5, AMSGrad) and the poly decay
+(``config.mode="union"``; ``"robust_all"`` applies the robust loss to every sample and
+``"per_source"`` draws 1:1 batches with :class:`~robustlabel.engine.sampler.SourceBalancedSampler`
+and adds the two per-source means), with Adam (``lr_0 = 2e-4``, weight decay 1e-5, AMSGrad) and the poly decay
 ``lr_e = lr_0 (1 − e/E)^{0.9}`` per epoch (torch ``PolynomialLR``), as the official TransBTS.
 
 Machinery (MONAI ignite engines and handlers):
@@ -24,13 +26,28 @@ Machinery (MONAI ignite engines and handlers):
 
 Files in ``out_dir``: ``last.pt``, ``best.pt``, ``history.jsonl`` (one JSON object per epoch),
 ``tensorboard/``.
+
+Data parallel (``torch.distributed``, :mod:`robustlabel.engine.distributed`): the same code runs
+in one process and in each of ``N`` ranks of a job started by ``torchrun`` or
+:func:`~robustlabel.engine.distributed.launch_local`.  With a process group the network is
+wrapped in ``DistributedDataParallel`` (gradients averaged over ranks; BatchNorm becomes
+``SyncBatchNorm`` on CUDA unless ``freeze_batchnorm``); each rank draws its part of the epoch
+from MONAI's ``DistributedSampler`` (shuffled, padded to equal length) or, for
+``mode="per_source"``, whole pairs from
+:class:`~robustlabel.engine.sampler.DistributedSourceBalancedSampler`; ``batch_size`` is per
+rank, so a step sees the global batch ``N · batch_size``; random augmentations are seeded with
+``seed + rank``.  Validation cases are split with ``DistributedSampler(even_divisible=False,
+shuffle=False)`` and MONAI's ``DiceMetric`` gathers the per-case scores of all ranks; the
+epoch's mean loss is averaged over ranks.  Only rank 0 writes checkpoints, ``history.jsonl``,
+TensorBoard logs and progress; every rank returns the same :class:`TrainResult`.  ``last.pt``
+resumes on any number of ranks (the epoch counter is restored, not the iteration count);
+``batch_size`` may change on resume as long as the global batch stays the same.
 """
 
 from __future__ import annotations
 
 import functools
 import gc
-
 import json
 import logging
 import math
@@ -55,9 +72,13 @@ from monai.handlers import (
     from_engine,
 )
 from monai.apps import get_logger
+from monai.data import DistributedSampler
 from monai.metrics import DiceMetric
-from monai.transforms import AsDiscreted, Compose, Lambdad
+from monai.transforms import AsDiscreted, Compose, Lambdad, RandFlipd, RandScaleIntensityd, RandShiftIntensityd
 from monai.utils import CommonKeys
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Adam
 from torch.optim.lr_scheduler import PolynomialLR
 from torch.utils.tensorboard import SummaryWriter
@@ -67,10 +88,11 @@ from ..data.nifti import write_bytes_atomic
 from ..data.transforms import train_transforms, val_transforms
 from ..losses import SourceAwareLoss, get_loss
 from ..networks import build_network
-from .checkpoint import BEST_NAME, LAST_NAME, AtomicCheckpointer, TrainingRecord
-from ..machine import resolve_device
-from .config import TrainConfig, resolve_amp_dtype
-from .datalist import FINAL, check_datalist, make_loader, pseudo_flags, require_clinician_labels
+from .checkpoint import BEST_NAME, LAST_NAME, AtomicCheckpointer, TrainingRecord, read_checkpoint
+from .config import SELECTIONS, TrainConfig, resolve_amp_dtype
+from .distributed import DistContext, all_reduce_mean, any_rank, barrier, current, rank_device
+from .sampler import DistributedSourceBalancedSampler, SourceBalancedSampler
+from .datalist import FINAL, PSEUDO, check_datalist, make_loader, pseudo_flags, require_clinician_labels
 from .inference import make_inferer
 
 logger = logging.getLogger(__name__)
@@ -86,6 +108,8 @@ KEY_METRIC = "val_mean_dice"
 REGION_METRICS: tuple[str, ...] = tuple(f"val_dice_{r.lower()}" for r in REGIONS)
 #: config fields that may change when a run is resumed (they do not change the maths)
 RESUMABLE_CHANGES = frozenset({"num_workers", "device", "sw_batch_size", "val_interval", "amp", "amp_dtype"})
+#: the training pipeline's random augmentations, left out with ``config.augment=False``
+RANDOM_AUGMENTATIONS = (RandFlipd, RandScaleIntensityd, RandShiftIntensityd)
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -104,6 +128,8 @@ class TrainResult:
         best_metric: best ``val_mean_dice`` (``None`` without validation).
         best_epoch: epoch of ``best_checkpoint``.
         start_epoch: epochs already done when this call began (0 for a fresh run).
+
+    :meth:`checkpoint` picks one of the two by name (``--select last|best``).
     """
 
     out_dir: Path
@@ -114,16 +140,102 @@ class TrainResult:
     best_epoch: int = 0
     start_epoch: int = 0
 
+    def checkpoint(self, select: str) -> Path:
+        """``last_checkpoint`` for ``"last"`` (the seed paper scores the last epoch),
+        ``best_checkpoint`` for ``"best"`` (best validation Dice); ``ValueError`` otherwise."""
+        if select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+        return self.last_checkpoint if select == "last" else self.best_checkpoint
+
+    @property
+    def epochs(self) -> int:
+        """Epochs finished (the last history entry)."""
+        return int(self.history[-1]["epoch"]) if self.history else 0
+
 
 # --------------------------------------------------------------------------- building blocks
 def build_source_aware_loss(config: TrainConfig) -> SourceAwareLoss:
     """CE on clinician labels, ``get_loss(pseudo_loss, **pseudo_params)`` weighted by
-    ``pseudo_weight`` on pseudo-labels (``get_loss``' ``ValueError`` propagates)."""
+    ``pseudo_weight`` on pseudo-labels, combined by ``config.mode`` (``get_loss``'
+    ``ValueError`` propagates)."""
     return SourceAwareLoss(
         clinician=get_loss("ce"),
         pseudo=get_loss(config.pseudo_loss, **config.resolved_pseudo_params),
         pseudo_weight=config.pseudo_weight,
+        mode=config.mode,
     )
+
+
+def balanced_sampler(items: Sequence[Mapping[str, Any]], config: TrainConfig) -> SourceBalancedSampler | None:
+    """The 1:1 sampler of ``mode="per_source"`` when ``items`` hold both sources, else ``None``
+    (plain shuffling).  An odd ``batch_size`` is logged: its batches alternate between one
+    extra clinician and one extra pseudo sample."""
+    if config.mode != "per_source":
+        return None
+    sampler = SourceBalancedSampler([item["source"] == PSEUDO for item in items], seed=config.seed)
+    if not sampler.balanced:
+        return None
+    if config.batch_size % 2:
+        logger.warning("mode per_source with odd batch_size %d: batches are balanced only in pairs", config.batch_size)
+    return sampler
+
+
+def training_sampler(
+    items: Sequence[Mapping[str, Any]], config: TrainConfig, ctx: DistContext
+) -> torch.utils.data.Sampler | None:
+    """The training loader's sampler on this rank: :func:`balanced_sampler` in one process
+    (``None``: plain shuffling); under a process group its distributed form, whole pairs of
+    :class:`DistributedSourceBalancedSampler` or MONAI's shuffled ``DistributedSampler``
+    (seeded with ``config.seed``, padded so every rank takes the same number of steps)."""
+    balanced = balanced_sampler(items, config)
+    if not ctx.distributed:
+        return balanced
+    if balanced is not None:
+        return DistributedSourceBalancedSampler(balanced, ctx.world_size, ctx.rank)
+    return DistributedSampler(list(items), even_divisible=True, num_replicas=ctx.world_size, rank=ctx.rank,
+                              shuffle=True, seed=config.seed)
+
+
+def training_transforms(config: TrainConfig) -> Compose:
+    """:func:`~robustlabel.data.transforms.train_transforms` at ``config``'s crop size, without
+    :data:`RANDOM_AUGMENTATIONS` when ``config.augment`` is off."""
+    pipeline = train_transforms(config.resolved_roi_size)
+    if config.augment:
+        return pipeline
+    return Compose([t for t in pipeline.transforms if not isinstance(t, RANDOM_AUGMENTATIONS)])
+
+
+def _train_keeps_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(module, False)
+
+
+def freeze_batchnorm(network: nn.Module) -> int:
+    """Keep every BatchNorm layer of ``network`` in eval mode, even when ``network.train()`` is
+    called (the engines call it every step): normalisation by the running statistics, which are
+    no longer updated.  Returns the number of layers frozen."""
+    frozen = 0
+    for module in network.modules():
+        if isinstance(module, _BatchNorm):
+            module.train = functools.partial(_train_keeps_eval, module)  # type: ignore[method-assign]
+            module.eval()
+            frozen += 1
+    return frozen
+
+
+def data_parallel(network: nn.Module, config: TrainConfig, device: torch.device, ctx: DistContext) -> nn.Module:
+    """The module the trainer steps: ``network`` itself in one process; under a process group
+    ``DistributedDataParallel(network)`` (BatchNorm converted to ``SyncBatchNorm`` first on CUDA
+    unless ``config.freeze_batchnorm``).  Parameters are shared, so ``network`` stays the
+    module to checkpoint and to validate."""
+    if config.freeze_batchnorm:
+        freeze_batchnorm(network)
+    if not ctx.distributed:
+        return network
+    if device.type == "cuda" and not config.freeze_batchnorm:
+        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    elif any(isinstance(m, _BatchNorm) for m in network.modules()) and not config.freeze_batchnorm:
+        logger.info("BatchNorm on CPU ranks normalises with each rank's batch (SyncBatchNorm needs CUDA)")
+    return DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def build_optimizer(network: torch.nn.Module, config: TrainConfig) -> Adam:
@@ -221,12 +333,21 @@ def _peek_record(path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot resume from {path}: {type(exc).__name__}: {exc}; pass resume=False to start over") from exc
 
 
-def _check_resumable(path: Path, config: TrainConfig) -> TrainingRecord:
-    """Raise ``ValueError`` when ``path`` was written with an incompatible config; return its record."""
+def _check_resumable(path: Path, config: TrainConfig, world_size: int = 1) -> TrainingRecord:
+    """Raise ``ValueError`` when ``path`` was written with an incompatible config; return its record.
+
+    ``batch_size`` (per rank) may differ when the global batch ``batch_size · ranks`` is the same
+    (the ranks of the saved run are its last history entry's ``ranks``, 1 when absent)."""
     record = _peek_record(path)
     saved = TrainConfig.from_dict(record["config"]).to_dict()
     wanted = config.to_dict()
-    changed = sorted(k for k in wanted if k not in RESUMABLE_CHANGES and saved.get(k) != wanted[k])
+    saved_ranks = int(record["history"][-1].get("ranks", 1)) if record.get("history") else 1
+    same_global_batch = saved["batch_size"] * saved_ranks == config.batch_size * world_size
+    allowed = RESUMABLE_CHANGES | ({"batch_size"} if same_global_batch else set())
+    changed = sorted(k for k in wanted if k not in allowed and saved.get(k) != wanted[k])
+    if "batch_size" in changed:
+        wanted["batch_size"] = f"{config.batch_size} per rank x {world_size} rank(s)"
+        saved["batch_size"] = f"{saved['batch_size']} per rank x {saved_ranks} rank(s)"
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in changed)
         raise ValueError(
@@ -252,6 +373,19 @@ def _result(out: Path, record: TrainingRecord, start_epoch: int) -> TrainResult:
         best_epoch=record.best_epoch,
         start_epoch=start_epoch,
     )
+
+
+def read_result(out_dir: str | Path) -> TrainResult:
+    """The :class:`TrainResult` of the run in ``out_dir``, read back from its ``last.pt`` (e.g.
+    after its ranks ran in other processes, :func:`robustlabel.engine.local_ranks.train_on_local_ranks`).
+
+    Raises:
+        ValueError: ``out_dir/last.pt`` is missing or unreadable.
+    """
+    out = Path(out_dir)
+    restored = TrainingRecord()
+    restored.load_state_dict(_peek_record(out / LAST_NAME))
+    return _result(out, restored, 0)
 
 
 # --------------------------------------------------------------------------- train
@@ -310,6 +444,7 @@ def train(
             case (:class:`UnreadableCaseError`, naming the file), an incompatible checkpoint.
     """
     config = config or TrainConfig()
+    ctx = current()
     loss_function = build_source_aware_loss(config)  # fail fast on a bad loss name
     train_items = check_datalist(train_items, "training")
     require_clinician_labels(train_items)
@@ -321,17 +456,20 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out / LAST_NAME, out / BEST_NAME
-    saved = _check_resumable(last_path, config) if resume and last_path.is_file() else None
+    saved = _check_resumable(last_path, config, ctx.world_size) if resume and last_path.is_file() else None
     start_epoch = _epochs_done(saved) if saved else 0
     if start_epoch > config.epochs:
         raise ValueError(f"{last_path} has {start_epoch} epochs, more than config.epochs={config.epochs}")
     if saved is not None and start_epoch == config.epochs and best_path.is_file():
         return _result(out, saved, start_epoch)  # finished earlier: nothing to do
-    device = resolve_device(config.device)
-    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    device = rank_device(config.device)
+    cuda_devices = [device.index] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(config.seed)
-        return _run(train_items, val_items, out, config, loss_function, device, start_epoch, progress, on_epoch, stop)
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        result = _run(train_items, val_items, out, config, loss_function, device, start_epoch, progress, on_epoch,
+                      stop, ctx)
+    barrier()  # rank 0's checkpoints are complete before any rank reads them
+    return result
 
 
 def _run(
@@ -345,21 +483,26 @@ def _run(
     progress: bool,
     on_epoch: EpochCallback | None,
     stop: Callable[[], bool] | None,
+    ctx: DistContext,
 ) -> TrainResult:
     amp_dtype = resolve_amp_dtype(config, device)
     roi = config.resolved_roi_size
     network = build_network(config.network).to(device)
+    if config.init_checkpoint is not None and not start_epoch:
+        network.load_state_dict(read_checkpoint(config.init_checkpoint, device)["network"])
+    stepped = data_parallel(network, config, device, ctx)
     optimizer = build_optimizer(network, config)
     scheduler = build_scheduler(optimizer, config)
+    sampler = training_sampler(train_items, config, ctx)
     train_loader = make_loader(
-        train_items, train_transforms(roi), batch_size=config.batch_size, shuffle=True,
-        num_workers=config.num_workers, seed=config.seed,
+        train_items, training_transforms(config), batch_size=config.batch_size, shuffle=sampler is None,
+        num_workers=config.num_workers, seed=config.seed + ctx.rank, sampler=sampler,
     )
     trainer = SourceAwareTrainer(
         device=device,
         max_epochs=config.epochs,
         train_data_loader=train_loader,
-        network=network,
+        network=stepped,
         optimizer=optimizer,
         loss_function=loss_function.to(device),
         prepare_batch=prepare_plain_batch,
@@ -372,16 +515,21 @@ def _run(
         # bf16 has float32's range: no loss scaling (a disabled scaler passes calls through)
         trainer.scaler = torch.amp.GradScaler("cuda", enabled=False)
 
-    writer = SummaryWriter(log_dir=str(out / TENSORBOARD_DIR))
+    if sampler is not None:  # the epoch's pairs depend on (seed, epoch) only: resumable
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
+
+    progress = progress and ctx.is_main
+    writer = SummaryWriter(log_dir=str(out / TENSORBOARD_DIR)) if ctx.is_main else None
     record = TrainingRecord(config=config.to_dict())
     # progress: MONAI's stdout logger; otherwise the module logger, which propagates to the caller's handlers
     stats_logger = get_logger(STATS_LOGGER) if progress else logger
-    evaluator = _attach_validation(trainer, network, val_items, config, device, amp_dtype, writer, progress)
+    evaluator = _attach_validation(trainer, network, val_items, config, device, amp_dtype, writer, progress, ctx)
     LrScheduleHandler(scheduler, print_lr=False, epoch_level=True).attach(trainer)
-    TensorBoardStatsHandler(
-        summary_writer=writer, iteration_log=True, epoch_log=False,
-        output_transform=lambda out: out[CommonKeys.LOSS], tag_name="train_loss",
-    ).attach(trainer)
+    if writer is not None:
+        TensorBoardStatsHandler(
+            summary_writer=writer, iteration_log=True, epoch_log=False,
+            output_transform=lambda out: out[CommonKeys.LOSS], tag_name="train_loss",
+        ).attach(trainer)
     if progress:
         ProgressBar(persist=False, desc="train").attach(trainer, output_transform=lambda out: {"loss": out[CommonKeys.LOSS].item()})
 
@@ -393,15 +541,33 @@ def _run(
     last_saver = AtomicCheckpointer(out / LAST_NAME, saved_objects)
     best_saver = AtomicCheckpointer(out / BEST_NAME, {"network": network, "record": record})
     if start_epoch:
-        CheckpointLoader(str(out / LAST_NAME), _loadable(out / LAST_NAME, saved_objects), map_location=device).attach(trainer)
+        loadable = {**saved_objects, "trainer": EpochCounter(trainer, len(train_loader))}
+        CheckpointLoader(str(out / LAST_NAME), _loadable(out / LAST_NAME, loadable), map_location=device).attach(trainer)
         trainer.add_event_handler(Events.STARTED, lambda _: setattr(record, "config", config.to_dict()))
-    _attach_epoch_record(trainer, evaluator, record, out, last_saver, best_saver, writer, stats_logger, on_epoch, stop)
+    _attach_epoch_record(trainer, evaluator, record, out, last_saver, best_saver, writer, stats_logger, on_epoch, stop, ctx)
 
     try:
         trainer.run()
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     return _result(out, record, start_epoch)
+
+
+class EpochCounter:
+    """Restores a trainer's epoch counter from a saved ignite state, whatever the saved epoch
+    length: a run resumed on another number of ranks has another number of steps per epoch.
+    (Checkpoints are written at epoch ends, so ``iteration / epoch_length`` is whole.)"""
+
+    def __init__(self, engine: Engine, epoch_length: int) -> None:
+        self.engine, self.epoch_length = engine, int(epoch_length)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.engine.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        epoch = int(state["epoch"]) if "epoch" in state else int(state["iteration"]) // int(state["epoch_length"])
+        self.engine.load_state_dict({"epoch": epoch, "max_epochs": state["max_epochs"], "epoch_length": self.epoch_length})
 
 
 def _loadable(path: Path, objects: Mapping[str, Any]) -> dict[str, Any]:
@@ -417,17 +583,27 @@ def _attach_validation(
     config: TrainConfig,
     device: torch.device,
     amp_dtype: torch.dtype | None,
-    writer: SummaryWriter,
+    writer: SummaryWriter | None,
     progress: bool,
+    ctx: DistContext,
 ) -> SupervisedEvaluator | None:
-    """A ``SupervisedEvaluator`` run every ``val_interval`` epochs and after the last one."""
+    """A ``SupervisedEvaluator`` run every ``val_interval`` epochs and after the last one.
+
+    Under a process group each rank validates its ``DistributedSampler(even_divisible=False,
+    shuffle=False)`` share of the cases and ``DiceMetric`` gathers every rank's per-case scores;
+    with fewer cases than ranks every rank validates all of them (each case then counts ``N``
+    times, which leaves the mean unchanged)."""
     if not val_items:
         return None
     key_metric, region_metrics = validation_metrics()
+    shards = ctx.distributed and len(val_items) >= ctx.world_size
+    sampler = DistributedSampler(val_items, even_divisible=False, num_replicas=ctx.world_size, rank=ctx.rank,
+                                 shuffle=False) if shards else None
     evaluator = SupervisedEvaluator(
         device=device,
         val_data_loader=make_loader(
-            val_items, val_transforms(), batch_size=1, shuffle=False, num_workers=config.num_workers, seed=config.seed
+            val_items, val_transforms(), batch_size=1, shuffle=False, num_workers=config.num_workers, seed=config.seed,
+            sampler=sampler,
         ),
         network=network,
         inferer=make_inferer(config.resolved_roi_size, config.sw_batch_size, config.sw_overlap),
@@ -438,10 +614,11 @@ def _attach_validation(
         amp=amp_dtype is not None,
         amp_kwargs={"dtype": amp_dtype} if amp_dtype is not None else None,
     )
-    TensorBoardStatsHandler(
-        summary_writer=writer, iteration_log=False, output_transform=lambda x: None,
-        global_epoch_transform=lambda _: trainer.state.epoch,
-    ).attach(evaluator)
+    if writer is not None:
+        TensorBoardStatsHandler(
+            summary_writer=writer, iteration_log=False, output_transform=lambda x: None,
+            global_epoch_transform=lambda _: trainer.state.epoch,
+        ).attach(evaluator)
     if progress:
         StatsHandler(name=STATS_LOGGER, iteration_log=False, output_transform=lambda x: None,
                      global_epoch_transform=lambda _: trainer.state.epoch).attach(evaluator)
@@ -460,13 +637,16 @@ def _attach_epoch_record(
     out: Path,
     last_saver: AtomicCheckpointer,
     best_saver: AtomicCheckpointer,
-    writer: SummaryWriter,
+    writer: SummaryWriter | None,
     stats_logger: logging.Logger,
     on_epoch: EpochCallback | None,
     stop: Callable[[], bool] | None,
+    ctx: DistContext,
 ) -> None:
-    """Per epoch: mean loss, learning rate, validation scores → history; best/last checkpoints;
-    ``history.jsonl``; ``on_epoch``; ``stop``.  Attached after validation and the LR step."""
+    """Per epoch: mean loss (averaged over ranks), learning rate, validation scores → history
+    (the same on every rank); on rank 0 only: best/last checkpoints, ``history.jsonl``,
+    TensorBoard, the log line and ``on_epoch``; ``stop`` is polled on rank 0 and obeyed by
+    every rank.  Attached after validation and the LR step."""
     totals: dict[str, Any] = {}
 
     def epoch_started(engine: Engine) -> None:
@@ -479,26 +659,33 @@ def _attach_epoch_record(
     def epoch_completed(engine: Engine) -> None:
         epoch = engine.state.epoch
         loss = float(totals["loss"]) / max(totals["steps"], 1)
+        if ctx.distributed:
+            loss = all_reduce_mean({"loss": loss})["loss"]
         entry: dict[str, Any] = {"epoch": epoch, "loss": loss, "lr": totals["lr"], "iterations": totals["steps"]}
+        if ctx.distributed:
+            entry["ranks"] = ctx.world_size
         validated = evaluator is not None and evaluator.state.epoch == epoch and KEY_METRIC in evaluator.state.metrics
         if validated:
             entry.update({k: float(evaluator.state.metrics[k]) for k in (KEY_METRIC, *REGION_METRICS)})
         entry["time_s"] = round(time.perf_counter() - totals["start"], 3)
         record.history.append(entry)
+        improved = evaluator is None or (validated and entry[KEY_METRIC] > record.best_metric)
         if evaluator is None:
             record.best_epoch = epoch
-            best_saver()
-        elif validated and entry[KEY_METRIC] > record.best_metric:
+        elif improved:
             record.best_metric, record.best_epoch = entry[KEY_METRIC], epoch
-            best_saver()
-        last_saver()
-        write_bytes_atomic(out / HISTORY_NAME, "".join(json.dumps(h) + "\n" for h in record.history).encode())
-        writer.add_scalar("train_loss_epoch", loss, epoch)
-        writer.add_scalar("lr", entry["lr"], epoch)
-        stats_logger.info("epoch %d/%d: %s", epoch, engine.state.max_epochs, json.dumps(entry))
-        if on_epoch is not None:
-            on_epoch(dict(entry))
-        if stop is not None and stop():
+        if ctx.is_main:
+            if improved:
+                best_saver()
+            last_saver()
+            write_bytes_atomic(out / HISTORY_NAME, "".join(json.dumps(h) + "\n" for h in record.history).encode())
+            if writer is not None:
+                writer.add_scalar("train_loss_epoch", loss, epoch)
+                writer.add_scalar("lr", entry["lr"], epoch)
+            stats_logger.info("epoch %d/%d: %s", epoch, engine.state.max_epochs, json.dumps(entry))
+            if on_epoch is not None:
+                on_epoch(dict(entry))
+        if stop is not None and any_rank(ctx.is_main and bool(stop())):
             engine.terminate()
 
     trainer.add_event_handler(Events.EPOCH_STARTED, epoch_started)

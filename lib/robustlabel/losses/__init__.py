@@ -12,6 +12,7 @@ from .pu import (
     HardBootstrapLoss,
     ParametrisedSigmoidLoss,
     WeightedCrossEntropyLoss,
+    inverse_frequency_weights,
 )
 from .robust import (
     DEFAULT_A,
@@ -40,5 +41,6 @@ __all__ = [
     "SymmetricCrossEntropyLoss",
     "WeightedCrossEntropyLoss",
     "get_loss",
+    "inverse_frequency_weights",
     "reduce_loss",
 ]

@@ -8,9 +8,25 @@ PyTorch's autograd would store and revisit every intermediate of a composite los
 
   .. math:: \\frac{∂ℓ}{∂z_j} = φ'(CE)\\,(p_j − δ_{jy}).
 
-* :class:`BetaCEFunction` – ``ℓ = −\\frac{β+1}{β}(p_y^β − 1) + S``, ``S = Σ_k p_k^{β+1}``:
+* β-cross-entropy, ``ℓ = −\\frac{β+1}{β}(p_y^β − 1) + S``, ``S = Σ_k p_k^{β+1}``:
 
   .. math:: \\frac{∂ℓ}{∂z_j} = (β+1)\\,[\\,p_j (p_y^β − S) + p_j^{β+1}\\,] − (β+1)\\,p_y^β\\,δ_{jy}.
+
+  (From ``∂p_k/∂z_j = p_k(δ_{kj} − p_j)``: ``∂p_y^β/∂z_j = β p_y^β (δ_{jy} − p_j)`` and
+  ``∂S/∂z_j = (β+1)\\,(p_j^{β+1} − p_j S)``.)  Two implementations, equal up to float rounding:
+
+  - :class:`BetaCECppFunction`, a C++ kernel (CPU, float32/float64) built once per machine with
+    :func:`torch.utils.cpp_extension.load_inline` into :func:`extension_dir`.  Per voxel it reads
+    the ``C`` logits once, computes ``lse = log Σ_k e^{z_k}`` and the loss, and keeps only ``lse``
+    (one number per voxel) for the backward, which recomputes ``p_k = e^{z_k − lse}`` and
+    ``p_k^{β+1} = e^{(β+1)(z_k − lse)}`` and writes the gradient in the same pass.  Voxels are
+    processed in blocks of 64 so that the compiler vectorises ``exp`` (glibc's libmvec), blocks
+    are spread over PyTorch's intra-op threads (``at::parallel_for``).
+  - :class:`BetaCEFunction`, the same maths in PyTorch operations: the fallback on CUDA, for
+    other dtypes, and wherever the kernel cannot be built (no compiler, build error; logged once).
+
+  :func:`beta_cross_entropy` picks one; ``ROBUSTLABEL_FUSED=torch`` (or ``backend="torch"``)
+  forces the fallback.
 
 Both are first-order only (``once_differentiable``); the tests check them against
 ``torch.autograd.gradcheck`` in float64.
@@ -18,14 +34,32 @@ Both are first-order only (``once_differentiable``); the tests check them agains
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import platform
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..machine import describe_machine
+
+logger = logging.getLogger(__name__)
+
 #: φ(ce, y) -> (value, dφ/dce or None for slope 1)
 Phi = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+#: environment variable choosing the β-CE backend: ``auto`` (default) or ``torch`` (the fallback)
+BACKEND_ENV = "ROBUSTLABEL_FUSED"
+#: environment variable overriding the build/cache folder of the C++ kernel
+EXTENSION_DIR_ENV = "ROBUSTLABEL_EXTENSION_DIR"
+BACKENDS = ("auto", "cpp", "torch")
 
 
 def _softmax_minus_onehot(logp: torch.Tensor, y1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -61,7 +95,7 @@ class CEFamilyFunction(torch.autograd.Function):
 
 
 class BetaCEFunction(torch.autograd.Function):
-    """β-cross-entropy elementwise, shape (N, *S)."""
+    """β-cross-entropy elementwise, shape (N, *S), in PyTorch operations (the fallback)."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:  # type: ignore[override]
@@ -81,3 +115,240 @@ class BetaCEFunction(torch.autograd.Function):
         e = (m + 1.0).unsqueeze(1)  # p_y^β
         grad = torch.exp(logp).mul_(b1 * (e - s.unsqueeze(1))).addcmul_(p_pow, b1)
         return grad.scatter_add_(1, y1, -(b1 * e)), None, None
+
+
+# ---------------------------------------------------------------------- the C++ kernel
+_CPP_SOURCE = r"""
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+constexpr int64_t BLOCK = 64;  // voxels per block: the unit of vectorisation and of threading
+
+// blocks (n, s0..s0+L) of the (N, C, S) logits; parallel over blocks, serial below a grain
+template <typename F>
+void for_blocks(int64_t N, int64_t C, int64_t S, const F& f) {
+  const int64_t nblk = (S + BLOCK - 1) / BLOCK;
+  const int64_t grain = std::max<int64_t>(1, 32768 / (BLOCK * C));
+  at::parallel_for(0, N * nblk, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t n = b / nblk, s0 = (b % nblk) * BLOCK;
+      f(n, s0, std::min(BLOCK, S - s0));
+    }
+  });
+}
+
+template <typename T>
+void forward_kernel(const T* z, const int64_t* y, T* loss, T* lse_out, int64_t N, int64_t C, int64_t S, T beta) {
+  const T b1 = beta + T(1), coef = b1 / beta;
+  for_blocks(N, C, S, [&](int64_t n, int64_t s0, int64_t L) {
+    T mx[BLOCK], acc[BLOCK], lse[BLOCK], zy[BLOCK];
+    const T* zn = z + n * C * S + s0;
+    const int64_t* yn = y + n * S + s0;
+    for (int64_t i = 0; i < L; ++i) mx[i] = zn[i];
+    for (int64_t k = 1; k < C; ++k) {
+      const T* zk = zn + k * S;
+      for (int64_t i = 0; i < L; ++i) mx[i] = std::max(mx[i], zk[i]);
+    }
+    for (int64_t i = 0; i < L; ++i) acc[i] = T(0);
+    for (int64_t k = 0; k < C; ++k) {
+      const T* zk = zn + k * S;
+      for (int64_t i = 0; i < L; ++i) acc[i] += std::exp(zk[i] - mx[i]);
+    }
+    for (int64_t i = 0; i < L; ++i) { lse[i] = mx[i] + std::log(acc[i]); acc[i] = T(0); }
+    for (int64_t k = 0; k < C; ++k) {  // S = sum_k p_k^(b+1) = sum_k exp((b+1)(z_k - lse))
+      const T* zk = zn + k * S;
+      for (int64_t i = 0; i < L; ++i) acc[i] += std::exp(b1 * (zk[i] - lse[i]));
+    }
+    for (int64_t i = 0; i < L; ++i) zy[i] = zn[yn[i] * S + i];
+    T* ln = loss + n * S + s0;
+    T* on = lse_out + n * S + s0;
+    for (int64_t i = 0; i < L; ++i) {  // -(b+1)/b (p_y^b - 1) + S
+      ln[i] = acc[i] - coef * std::expm1(beta * (zy[i] - lse[i]));
+      on[i] = lse[i];
+    }
+  });
+}
+
+template <typename T>
+void backward_kernel(const T* g, const T* z, const int64_t* y, const T* lse, T* grad,
+                     int64_t N, int64_t C, int64_t S, T beta) {
+  const T b1 = beta + T(1);
+  for_blocks(N, C, S, [&](int64_t n, int64_t s0, int64_t L) {
+    std::vector<T> q(C * BLOCK);  // p_k^(b+1)
+    T acc[BLOCK], e[BLOCK], w[BLOCK], zy[BLOCK];
+    const T* zn = z + n * C * S + s0;
+    const int64_t* yn = y + n * S + s0;
+    const T* lsen = lse + n * S + s0;
+    const T* gn = g + n * S + s0;
+    T* dn = grad + n * C * S + s0;
+    for (int64_t i = 0; i < L; ++i) acc[i] = T(0);
+    for (int64_t k = 0; k < C; ++k) {
+      const T* zk = zn + k * S;
+      T* qk = q.data() + k * BLOCK;
+      for (int64_t i = 0; i < L; ++i) { qk[i] = std::exp(b1 * (zk[i] - lsen[i])); acc[i] += qk[i]; }
+    }
+    for (int64_t i = 0; i < L; ++i) zy[i] = zn[yn[i] * S + i];
+    for (int64_t i = 0; i < L; ++i) { e[i] = std::exp(beta * (zy[i] - lsen[i])); w[i] = b1 * gn[i]; }
+    for (int64_t k = 0; k < C; ++k) {  // g (b+1) [p_k (p_y^b - S) + p_k^(b+1)]
+      const T* zk = zn + k * S;
+      const T* qk = q.data() + k * BLOCK;
+      T* dk = dn + k * S;
+      for (int64_t i = 0; i < L; ++i) dk[i] = w[i] * (std::exp(zk[i] - lsen[i]) * (e[i] - acc[i]) + qk[i]);
+    }
+    for (int64_t i = 0; i < L; ++i) dn[yn[i] * S + i] -= w[i] * e[i];  // - g (b+1) p_y^b
+  });
+}
+
+void check(const at::Tensor& z, const at::Tensor& y) {
+  TORCH_CHECK(z.device().is_cpu() && y.device().is_cpu(), "beta_ce: CPU tensors only");
+  TORCH_CHECK(z.dim() == 3 && z.is_contiguous(), "beta_ce: logits must be contiguous (N, C, S)");
+  TORCH_CHECK(y.dim() == 2 && y.is_contiguous() && y.scalar_type() == at::kLong, "beta_ce: target must be contiguous int64 (N, S)");
+  TORCH_CHECK(y.size(0) == z.size(0) && y.size(1) == z.size(2), "beta_ce: target shape does not match the logits");
+}
+
+}  // namespace
+
+std::vector<at::Tensor> beta_ce_forward(at::Tensor z, at::Tensor y, double beta) {
+  check(z, y);
+  const int64_t N = z.size(0), C = z.size(1), S = z.size(2);
+  auto loss = at::empty({N, S}, z.options());
+  auto lse = at::empty({N, S}, z.options());
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "beta_ce_forward", [&] {
+    forward_kernel<scalar_t>(z.data_ptr<scalar_t>(), y.data_ptr<int64_t>(), loss.data_ptr<scalar_t>(),
+                             lse.data_ptr<scalar_t>(), N, C, S, static_cast<scalar_t>(beta));
+  });
+  return {loss, lse};
+}
+
+at::Tensor beta_ce_backward(at::Tensor g, at::Tensor z, at::Tensor y, at::Tensor lse, double beta) {
+  check(z, y);
+  TORCH_CHECK(g.sizes() == y.sizes() && lse.sizes() == y.sizes() && g.is_contiguous() && lse.is_contiguous(),
+              "beta_ce: gradient/lse must be contiguous (N, S)");
+  const int64_t N = z.size(0), C = z.size(1), S = z.size(2);
+  auto grad = at::empty_like(z);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "beta_ce_backward", [&] {
+    backward_kernel<scalar_t>(g.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), y.data_ptr<int64_t>(),
+                              lse.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), N, C, S, static_cast<scalar_t>(beta));
+  });
+  return grad;
+}
+"""
+
+#: ``-ffast-math`` lets GCC call glibc's vector ``exp``; ``-march=native`` is why the build folder
+#: is keyed by the CPU (see :func:`_build_key`)
+_CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _build_key() -> str:
+    """Hash of everything the binary depends on: source, flags, torch, Python and the CPU."""
+    parts = [_CPP_SOURCE, *_CFLAGS, *_LDFLAGS, torch.__version__, platform.python_version(), platform.machine(),
+             describe_machine("cpu")["cpu"], torch.backends.cpu.get_cpu_capability(), os.environ.get("CXX", "c++")]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def extension_dir() -> Path:
+    """Folder of the built kernel: ``$ROBUSTLABEL_EXTENSION_DIR`` or ``~/.cache/robustlabel/torch_extensions``
+    (``$XDG_CACHE_HOME`` respected), one subfolder per :func:`_build_key`."""
+    root = os.environ.get(EXTENSION_DIR_ENV)
+    if root:
+        return Path(root)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "robustlabel" / "torch_extensions"
+
+
+def load_extension() -> ModuleType | None:
+    """The compiled β-CE kernel, built on first use (about a minute) and cached on disk; ``None``
+    (logged once per process) where it cannot be built. Thread-safe; concurrent processes share
+    the build through :func:`torch.utils.cpp_extension.load_inline`'s lock file."""
+    with _lock:
+        if "module" in _state:
+            return _state["module"]  # type: ignore[return-value]
+        module = None
+        t0 = time.perf_counter()
+        try:
+            from torch.utils import cpp_extension
+
+            name = f"robustlabel_fused_{_build_key()}"
+            build = extension_dir() / name
+            build.mkdir(parents=True, exist_ok=True)
+            module = cpp_extension.load_inline(
+                name=name,
+                cpp_sources=[_CPP_SOURCE],
+                functions=["beta_ce_forward", "beta_ce_backward"],
+                extra_cflags=_CFLAGS,
+                extra_ldflags=_LDFLAGS,
+                build_directory=str(build),
+                verbose=False,
+            )
+            _state["load_seconds"] = time.perf_counter() - t0
+        except Exception as exc:  # no compiler, no ninja, a compile or link error, an unwritable cache
+            logger.warning(
+                "robustlabel: the fused β-CE C++ kernel could not be built (%s: %s); using the PyTorch "
+                "implementation (same values, slower). Set %s=torch to skip the build.",
+                type(exc).__name__, str(exc).strip().splitlines()[-1] if str(exc).strip() else "", BACKEND_ENV,
+            )
+            module = None
+        _state["module"] = module
+        return module
+
+
+def reset_extension() -> None:
+    """Forget the loaded (or failed) kernel so that the next call retries; for tests."""
+    with _lock:
+        _state.clear()
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """``backend`` or ``$ROBUSTLABEL_FUSED`` or ``"auto"``, validated."""
+    value = (backend or os.environ.get(BACKEND_ENV) or "auto").lower()
+    if value not in BACKENDS:
+        raise ValueError(f"β-CE backend must be one of {BACKENDS}, got {value!r} (argument or ${BACKEND_ENV})")
+    return value
+
+
+class BetaCECppFunction(torch.autograd.Function):
+    """β-cross-entropy elementwise through the C++ kernel; ``z`` (N, C, *S) CPU float32/64."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, y: torch.Tensor, beta: float, module: ModuleType) -> torch.Tensor:  # type: ignore[override]
+        n, c = z.shape[:2]
+        z3 = z.reshape(n, c, -1).contiguous()
+        y2 = y.reshape(n, -1).contiguous()
+        loss, lse = module.beta_ce_forward(z3, y2, float(beta))
+        ctx.save_for_backward(z3, y2, lse)
+        ctx.beta, ctx.module, ctx.shape = float(beta), module, z.shape
+        return loss.view(y.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        z3, y2, lse = ctx.saved_tensors
+        g2 = g.reshape(y2.shape).to(z3.dtype).contiguous()
+        grad = ctx.module.beta_ce_backward(g2, z3, y2, lse, ctx.beta)
+        return grad.view(ctx.shape), None, None, None
+
+
+def beta_cross_entropy(z: torch.Tensor, y: torch.Tensor, beta: float, backend: str | None = None) -> torch.Tensor:
+    """Elementwise β-CE of logits ``z`` (N, C, *S) and long targets ``y`` (N, *S).
+
+    Args:
+        backend: ``"auto"`` (the C++ kernel for CPU float32/float64 where it builds, else PyTorch),
+            ``"cpp"`` (the kernel; falls back like ``auto`` where it cannot be built) or ``"torch"``;
+            ``None`` reads ``$ROBUSTLABEL_FUSED``.
+
+    Raises:
+        ValueError: an unknown backend.
+    """
+    if resolve_backend(backend) != "torch" and z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64):
+        module = load_extension()
+        if module is not None:
+            return BetaCECppFunction.apply(z, y, beta, module)
+    return BetaCEFunction.apply(z, y, beta)

@@ -12,7 +12,7 @@ import math
 import torch
 
 from .base import PixelwiseLoss, check_positive
-from .fused import BetaCEFunction
+from .fused import beta_cross_entropy
 
 #: RCE's clipped ``log 0`` (Wang et al. 2019, "Symmetric Cross Entropy for Robust Learning").
 DEFAULT_A = math.log(1e-4)
@@ -55,7 +55,8 @@ class BetaCrossEntropyLoss(PixelwiseLoss):
 
     The seed paper (Eq. 3, called "BCE" there) typesets the first term as
     ``(β+1)/β · (1 − p_y)^β``; we follow the β-divergence definition above, which tends to
-    ``CE + 1`` as ``β → 0``.  Evaluated as ``−(β+1)·expm1(−β·CE)/β + Σ_k exp((β+1) log p_k)`` with a fused backward.
+    ``CE + 1`` as ``β → 0``.  Evaluated as ``−(β+1)·expm1(−β·CE)/β + Σ_k exp((β+1) log p_k)`` with a fused backward
+    (:func:`~robustlabel.losses.fused.beta_cross_entropy`: a C++ kernel on CPU where it builds, else PyTorch).
     Paper values: ``β = 5`` (CIFAR-10), ``β = 0.001`` (BraTS).
     """
 
@@ -64,7 +65,7 @@ class BetaCrossEntropyLoss(PixelwiseLoss):
         self.beta = check_positive("beta", beta)
 
     def _elementwise(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return BetaCEFunction.apply(z, y, self.beta)
+        return beta_cross_entropy(z, y, self.beta)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, " + super().extra_repr()

@@ -1,4 +1,5 @@
-"""Evaluation metrics: per-case BraTS Dice/HD95 for WT, TC, ET (MONAI) and their summary."""
+"""Evaluation metrics: per-case BraTS Dice/HD95 for WT, TC, ET (MONAI) and their summary; the FCN
+segmentation scores (pixel accuracy, mean recall, f.w. IU, mean IU) of a void-aware confusion matrix."""
 
 from .brats import (
     METRIC_KEYS,
@@ -9,5 +10,6 @@ from .brats import (
     spacing_from_affine,
     summarise,
 )
+from .segmentation import SEGMENTATION_SCORES, confusion_matrix, segmentation_scores
 
-__all__ = ["METRICS", "METRIC_KEYS", "brats_metrics", "format_mean_std", "format_summary", "spacing_from_affine", "summarise"]
+__all__ = ["METRICS", "METRIC_KEYS", "SEGMENTATION_SCORES", "brats_metrics", "confusion_matrix", "segmentation_scores", "format_mean_std", "format_summary", "spacing_from_affine", "summarise"]

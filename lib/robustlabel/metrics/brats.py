@@ -7,16 +7,23 @@ For a prediction ``P`` and a reference ``G`` (BraTS label values {0, 1, 2, 4}) e
 * **Dice** ``= 2 |P_R ∩ G_R| / (|P_R| + |G_R|)``, from ``monai.metrics.DiceMetric(
   include_background=True, reduction="none", ignore_empty=False)``: both masks empty → 1.0,
   exactly one empty → 0.0;
-* **HD95** = the symmetric 95th-percentile Hausdorff distance between the mask surfaces, from
-  ``monai.metrics.compute_hausdorff_distance(percentile=95)``: the 95th percentile of the pooled
-  surface-to-surface distances of both directions, in mm when ``spacing`` is given (else in
-  voxels).  Conventions for empty masks (MONAI itself returns NaN for both cases):
-  both empty → **0.0** (perfect agreement), exactly one empty → **NaN** (undefined; the BraTS
-  2021+ challenge scripts substitute 373.13 mm instead: pass ``one_empty_hd95=373.13`` for
-  that).
+* **HD95**, from ``monai.metrics.compute_hausdorff_distance(percentile=95, directed=False)``
+  (MONAI 1.4): the surface voxels ``∂P``, ``∂G`` of each mask (``get_mask_edges``: the mask
+  minus its binary erosion), the Euclidean distance (mm when ``spacing`` is given, else voxels)
+  from every voxel of one surface to the nearest voxel of the other, and
 
-:func:`summarise` reduces per-case rows to mean ± std per metric, ignoring NaN values and
-reporting how many finite values went in (``n``).
+  .. math:: HD95 = \\max\\big(q_{95}\\{d(a, ∂G) : a ∈ ∂P\\},\\; q_{95}\\{d(b, ∂P) : b ∈ ∂G\\}\\big)
+
+  the larger of the two *directed* 95th percentiles (``torch.quantile``, linear
+  interpolation), not a percentile of the pooled distances of both directions.
+  Empty masks (MONAI returns NaN for them): both empty → **0.0** (perfect agreement); exactly
+  one empty → **373.13 mm** (:data:`BRATS_WORST_HD95`, the BraTS challenge's worst-case
+  distance, the diagonal of the 240 × 240 × 155 mm³ BraTS volume), so a missed or hallucinated
+  region is counted as the worst case instead of being dropped from the mean.
+
+:func:`summarise` reduces per-case rows to mean ± std per metric and reports how many values
+went in (``n``); :func:`format_summary` and ``format_mean_std(..., with_n=True)`` print ``n``
+beside every mean.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ METRICS: tuple[str, ...] = ("dice", "hd95")
 #: keys of a :func:`brats_metrics` row, e.g. ``"dice_WT"``
 METRIC_KEYS: tuple[str, ...] = tuple(f"{m}_{r}" for m in METRICS for r in REGIONS)
 HD_PERCENTILE = 95.0
+#: HD95 (mm) of a region present in exactly one of prediction and reference (BraTS convention:
+#: sqrt(240² + 240² + 155²) = 373.13 mm, the diagonal of the BraTS volume)
+BRATS_WORST_HD95 = 373.13
 
 
 def _as_tensor(label: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
@@ -57,13 +67,23 @@ def brats_metrics(
     pred: np.ndarray | torch.Tensor,
     target: np.ndarray | torch.Tensor,
     spacing: Sequence[float] | None = None,
-    one_empty_hd95: float = float("nan"),
+    one_empty_hd95: float = BRATS_WORST_HD95,
 ) -> dict[str, float]:
     """Dice and HD95 per region for one case.
 
     ``pred`` and ``target`` hold BraTS values, shape ``(X, Y, Z)`` or ``(1, X, Y, Z)`` (equal
     spatial shapes).  Returns ``{"dice_WT", "dice_TC", "dice_ET", "hd95_WT", "hd95_TC",
     "hd95_ET"}`` as floats (conventions in the module docstring).
+
+    Args:
+        pred, target: the label maps.
+        spacing: voxel spacing in mm (``None``: distances in voxels).
+        one_empty_hd95: HD95 when exactly one of the two masks of a region is empty (default the
+            BraTS worst case :data:`BRATS_WORST_HD95`; ``float("nan")`` leaves such cases out of
+            :func:`summarise`'s mean, which hides them).
+
+    Raises:
+        ValueError: shapes differ or ``spacing`` has the wrong length.
     """
     p, g = _as_tensor(pred, "pred"), _as_tensor(target, "target")
     if p.dim() == 4 and p.shape[0] == 1:
@@ -128,10 +148,14 @@ def format_summary(summary: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(f"{k:<8} {format_mean_std(v)}  (n={int(v['n'])})" for k, v in summary.items())
 
 
-def format_mean_std(stats: Mapping[str, float] | None, decimals: int = 4) -> str:
-    """``"0.8512 ± 0.0312"``; only the mean when there is no std (n < 2); ``"n/a"`` without values."""
+def format_mean_std(stats: Mapping[str, float] | None, decimals: int = 4, with_n: bool = False) -> str:
+    """``"0.8512 ± 0.0312"``; only the mean when there is no std (n < 2); ``"n/a"`` without values.
+
+    ``with_n`` appends the number of values, ``"0.8512 ± 0.0312 (n=57)"``.
+    """
+    suffix = f" (n={int(stats['n'])})" if with_n and stats and "n" in stats else ""
     if not stats or not math.isfinite(stats["mean"]):
-        return "n/a"
+        return "n/a" + suffix
     if not math.isfinite(stats.get("std", math.nan)):
-        return f"{stats['mean']:.{decimals}f}"
-    return f"{stats['mean']:.{decimals}f} ± {stats['std']:.{decimals}f}"
+        return f"{stats['mean']:.{decimals}f}" + suffix
+    return f"{stats['mean']:.{decimals}f} ± {stats['std']:.{decimals}f}" + suffix

@@ -4,7 +4,9 @@ Candidates are the images without a ``final`` label (MONAI Label's "unlabelled")
 teacher has not pseudo-labelled yet counts as the least confident of all (nothing is known
 about it) and comes first, in id order; otherwise the image whose pseudo-label has the largest
 ``uncertainty`` (smallest ``pseudo_confidence = 1 − uncertainty``, see
-:mod:`lib.scoring.pseudo_confidence`) is chosen, ties broken by id
+:mod:`lib.scoring.pseudo_confidence`) is chosen, ties broken by id.  The uncertainty is the mean
+normalised entropy over the predicted tumour, and 1 when the teacher predicts no tumour at all,
+so the teacher's complete misses are offered before its honestly uncertain tumours
 (:func:`robustlabel.engine.pseudo_label.rank_by_uncertainty`).  The confidence is read from the
 pseudo-label's own info, so the choice never depends on a scoring run having happened.
 """

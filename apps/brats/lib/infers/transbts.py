@@ -41,7 +41,7 @@ from monai.inferers import Inferer
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from robustlabel.data.labels import BRATS_LABELS
-from robustlabel.data.nifti import write_nifti_atomic
+from robustlabel.data.nifti import header_fields, write_nifti_atomic
 from robustlabel.data.studies import modalities_path
 from robustlabel.data.transforms import infer_transforms
 from robustlabel.engine.checkpoint import network_from_checkpoint, read_checkpoint, sha256_file
@@ -56,6 +56,8 @@ from ..label_names import LABEL_COLORS, LABEL_NAMES
 
 logger = logging.getLogger(__name__)
 
+#: request key naming the folder the result file is written to (set by the app, never by a client)
+RESULT_DIR_KEY = "robustlabel_result_dir"
 #: sliding-window defaults a request may override (``sw_batch_size``, ``sw_overlap``)
 SW_BATCH_SIZE = 1
 SW_OVERLAP = 0.5
@@ -180,9 +182,13 @@ class TransBTSInfer(BasicInferTask):
         expected = tuple(int(s) for s in flair.shape[:3])
         if tuple(label.shape) != expected:
             raise AppRequestError(f"prediction shape {label.shape} != image shape {expected}", status_code=500)
-        fd, path = tempfile.mkstemp(suffix=".nii.gz", prefix="transbts_")
+        # in the server, a folder the request removes when it ends, also when saving the label
+        # fails (MONAI Label removes the file only after a successful response; main.py)
+        result_dir = data.get(RESULT_DIR_KEY)
+        fd, path = tempfile.mkstemp(suffix=".nii.gz", prefix="transbts_", dir=result_dir if result_dir else None)
         os.close(fd)
-        write_nifti_atomic(path, label.astype(np.uint8), np.asarray(flair.affine, dtype=np.float64))
+        write_nifti_atomic(path, label.astype(np.uint8), np.asarray(flair.affine, dtype=np.float64),
+                           header=header_fields(flair.header))
         result: dict[str, Any] = {
             **{k: v for k, v in self._served.items() if k != "roi_size"},
             "label_colors": {name: list(rgb) for name, rgb in LABEL_COLORS.items()},

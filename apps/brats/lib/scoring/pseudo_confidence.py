@@ -6,7 +6,8 @@ normalised entropy of the teacher's softmax over the predicted tumour,
 .. math:: u = \\frac{1}{|T|} \\sum_{v ∈ T} \\frac{H(p_v)}{\\ln C} ∈ [0, 1],
           \\qquad T = \\{v : \\hat y_v ≠ 0\\}
 
-(over the brain when ``T`` is empty; :mod:`robustlabel.engine.pseudo_label`).  The confidence
+and ``u = 1`` (maximally uncertain) when ``T`` is empty: a teacher that finds no tumour has
+failed on the case, so it goes to the clinician first (:mod:`robustlabel.engine.pseudo_label`).  The confidence
 recorded here is ``c = 1 − u``; the ``pseudo_uncertainty`` strategy offers the image with the
 smallest ``c`` first.  Image info keys written: ``pseudo_confidence``, ``pseudo_uncertainty``,
 ``pseudo_teacher_sha256``; they are cleared (``None``) for an image that has a ``final`` label.

@@ -9,14 +9,29 @@ the result:
 * **loss** -- the engine's ``SourceAwareLoss``: CE on ``final`` items, ``pseudo_loss``
   (``gce`` | ``bce`` (β-CE) | ``sce`` | ``ce``, with ``q`` / ``beta`` / ``alpha``, ``gamma``) on
   ``pseudo`` items.  Defaults from the app conf; a request may override them.
-* **validation** -- ``final`` cases only: a seeded ``val_split`` share of them (at least one when
-  there are two or more; none with a single clinician label, then the last epoch is kept).
+* **validation** -- ``final`` cases only, assigned by a stable function of the case id
+  (:func:`split_validation`): adding labels never moves an earlier case between training and
+  validation, so a case that validated one model never trains the next (MONAI Label #1752).
+  Changing ``val_split`` or ``seed`` may move cases.  With a single clinician label there is
+  no validation and the last epoch is kept.
+* **mode** -- how the two label sources are weighted (``union`` | ``robust_all`` |
+  ``per_source``, see :class:`robustlabel.losses.SourceAwareLoss`); conf default, request override.
 * **publishing** -- the run's ``best.pt`` is copied to a hidden temporary file next to the served
   checkpoint and renamed onto it (``os.replace``), so the infer task, which reloads whenever
   the file's modification time changes, never reads a half-written model.
 * **progress** -- ``train_stats.json`` (``epoch``, ``total_epochs``, ``best_metric``,
   ``current_time``/``total_time``, …: the keys the Slicer plugin's training bar reads) is
   rewritten atomically after every epoch and returned by :meth:`TransBTSTrain.stats` (``/info``).
+
+* **several GPUs / ranks** (:func:`lib.conf.plan_ranks`) -- ``multi_gpu: true`` trains data parallel on every visible GPU,
+  or on those named by ``gpus`` (``"all"`` or ``"0,1"``), one rank per GPU with NCCL;
+  ``ranks: N`` starts ``N`` ranks (gloo on CPU, so that CI exercises the multi-rank path).  The
+  ranks are processes started with ``torch.multiprocessing`` like MONAI Label's own
+  ``BasicTrainTask`` (:func:`robustlabel.engine.local_ranks.train_on_local_ranks`); rank 0
+  writes the run folder and its ``best.pt`` is published once every rank has exited.
+  ``train_batch_size`` is per rank.  Without CUDA and without ``ranks``, ``multi_gpu`` trains
+  in one process (logged).  ``train_stats.json`` is updated from rank 0's history when the
+  ranks finish.
 
 Each request is a fresh run in ``<model_dir>/<name>/runs/<run id>/`` (``best.pt``,
 ``history.jsonl``, TensorBoard logs); ``last.pt`` is removed once the run has finished.
@@ -25,6 +40,7 @@ Each request is a fresh run in ``<model_dir>/<name>/runs/<run id>/`` (``best.pt`
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import shutil
@@ -32,7 +48,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 from robustlabel.data.nifti import atomic_path, write_json_atomic
@@ -40,9 +55,11 @@ from robustlabel.data.studies import studies_datalist
 from robustlabel.engine.checkpoint import sha256_file
 from robustlabel.engine.config import TrainConfig
 from robustlabel.engine.datalist import FINAL, PSEUDO
+from robustlabel.engine.local_ranks import train_on_local_ranks
 from robustlabel.engine.trainer import train
+from robustlabel.losses.source_aware import SOURCE_MODES
 
-from ..conf import PSEUDO_LOSSES, AppConf, parse_number
+from ..conf import PSEUDO_LOSSES, AppConf, parse_number, plan_ranks
 from ..datastore import BratsDatastore
 from ..errors import AppRequestError
 
@@ -51,15 +68,35 @@ logger = logging.getLogger(__name__)
 STATS_NAME = "train_stats.json"
 
 
+def case_hash(case: str, seed: int) -> float:
+    """``u(case) = int(SHA-256("<seed>:<case>")) / 2^256 ∈ [0, 1)``: stable across runs and
+    machines (Python's ``hash()`` is salted per process, so it would not do)."""
+    digest = hashlib.sha256(f"{int(seed)}:{case}".encode()).digest()
+    return int.from_bytes(digest, "big") / float(1 << 256)
+
+
 def split_validation(finals: list[dict[str, Any]], val_split: float, seed: int) -> list[dict[str, Any]]:
-    """The validation share of the ``final`` items: ``round(val_split · n)`` of a seeded
-    permutation, at least one when ``n ≥ 2`` and ``val_split > 0``, never all of them."""
+    """The validation share of the ``final`` items: those with ``u(case) < val_split``
+    (:func:`case_hash`).
+
+    A case's side depends only on its own id, ``seed`` and ``val_split``, so adding labels never
+    moves a case with ``u < val_split`` out of validation, nor any other case into it, except
+    through the two fallbacks for small ``n``.  With ``n ≥ 2`` items and ``val_split > 0``: when
+    no case falls below ``val_split``, the case with the smallest ``u`` validates (it returns to
+    training once a case falls below ``val_split``); when every case does, the one with the
+    largest ``u`` trains (never all).  ``n < 2`` or ``val_split = 0``: no validation.  Changing
+    ``val_split`` or ``seed`` may move cases.  Returned in input order.
+    """
     n = len(finals)
     if n < 2 or val_split <= 0:
         return []
-    count = min(max(1, round(val_split * n)), n - 1)
-    order = np.random.default_rng(seed).permutation(n)
-    return [finals[i] for i in sorted(order[:count])]
+    scores = [case_hash(str(item["case"]), seed) for item in finals]
+    chosen = {i for i, u in enumerate(scores) if u < val_split}
+    if not chosen:
+        chosen = {min(range(n), key=scores.__getitem__)}
+    elif len(chosen) == n:
+        chosen.discard(max(range(n), key=scores.__getitem__))
+    return [finals[i] for i in sorted(chosen)]
 
 
 def publish_checkpoint(source: Path, target: Path) -> str:
@@ -101,9 +138,13 @@ class TransBTSTrain(TrainTask):
             "alpha": self.conf.alpha,
             "gamma": self.conf.gamma,
             "val_split": self.conf.val_split,
+            "mode": [self.conf.mode, *(m for m in SOURCE_MODES if m != self.conf.mode)],
             "train_batch_size": self._default_batch_size(),
             "learning_rate": TrainConfig.lr,
             "seed": self.conf.seed,
+            "multi_gpu": False,
+            "gpus": "all",
+            "ranks": 1,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -117,6 +158,7 @@ class TransBTSTrain(TrainTask):
             raise AppRequestError("training needs the app's local studies datastore")
         conf = self.conf.with_overrides(request)
         config = self._train_config(conf, request)
+        ranks, gpus = plan_ranks(request, config.device)
         train_items, val_items = self._datalists(datastore.studies_dir, conf)
         run_id = datetime.datetime.now().strftime("%Y%m%d_%H%M%S_%f")
         run_dir = self.output_dir / "runs" / run_id
@@ -136,7 +178,10 @@ class TransBTSTrain(TrainTask):
             "train_pseudo": sum(i["source"] == PSEUDO for i in train_items),
             "val_final": len(val_items),
             "val_cases": [i["case"] for i in val_items],
+            "train_cases": sorted({i["case"] for i in train_items}),
+            "mode": conf.mode,
             "device": config.device,
+            "ranks": ranks,
             "run_dir": str(run_dir),
         }
         self._write_stats(stats)
@@ -148,7 +193,13 @@ class TransBTSTrain(TrainTask):
             self._write_stats(stats)
 
         try:
-            result = train(train_items, val_items, run_dir, config, resume=False, progress=True, on_epoch=on_epoch)
+            if ranks > 1:  # rank 0 writes run_dir; its history fills the stats afterwards
+                result = train_on_local_ranks(train_items, val_items, run_dir, config, ranks, cuda_devices=gpus,
+                                              resume=False, progress=True)
+                for entry in result.history:
+                    on_epoch(entry)
+            else:
+                result = train(train_items, val_items, run_dir, config, resume=False, progress=True, on_epoch=on_epoch)
             sha = publish_checkpoint(result.best_checkpoint, self.publish_path)
         except Exception as exc:
             stats.update(status="ERROR", error=f"{type(exc).__name__}: {exc}")
@@ -185,6 +236,7 @@ class TransBTSTrain(TrainTask):
             num_workers=parse_number("num_workers", request.get("num_workers", 0 if conf.tiny else 4), int, lo=0),
             seed=conf.seed,
             device=conf.resolved_device(request.get("device")),
+            mode=conf.mode,
         )
 
     def _datalists(self, studies: Path, conf: AppConf) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -200,7 +252,11 @@ class TransBTSTrain(TrainTask):
             logger.warning("use_pseudo is on but there are no pseudo-labels yet: the student trains on final labels only")
         val_items = split_validation(finals, conf.val_split, conf.seed)
         val_cases = {i["case"] for i in val_items}
-        return [i for i in items if i["case"] not in val_cases], val_items
+        train_items = [i for i in items if i["case"] not in val_cases]
+        logger.info(f"training on {len(train_items)} item(s) ({len(finals) - len(val_items)} final, "
+                    f"{len(train_items) - len(finals) + len(val_items)} pseudo); validating on {len(val_items)} final "
+                    f"case(s) (val_split {conf.val_split}, seed {conf.seed}, assigned by SHA-256 of seed and case id)")
+        return train_items, val_items
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
         write_json_atomic(self.stats_path, stats)

@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""Benchmark: crop to the brain before the sliding window (``robustlabel.engine.crop``) against
+today's whole-volume sliding window, on a **trained** tiny TransBTS.
+
+1. ``--cases`` synthetic studies (``robustlabel.data.synthetic``) of ``--shape``, each zero-padded
+   by ``--pad`` voxels in x and y (the phantom's brain fills 78-90 % of each axis; a real BraTS
+   240×240×155 volume is mostly background around a brain box of about 45 % of the volume; the
+   report gives the box fraction measured here);
+2. the tiny TransBTS (``TINY_TRANSBTS``, 32³ windows) trained with CE for ``--epochs`` on all but
+   ``--eval-cases`` of them, through the engine (:func:`robustlabel.engine.trainer.train`);
+3. on each held-out case, side by side in one run (settings interleaved per case, untimed warm-up
+   first): **stock** (:meth:`WindowSettings.stock`: no crop, overlap 0.5) and the crop (margin 8)
+   at overlap 0.5 and 0.25; time of ``predict_probabilities`` (sliding window + softmax, the
+   volume already in memory), and WT/TC/ET Dice of each output against **stock's output** (does
+   the speed-up keep the labels?) and against the ground truth (did the network learn?), and the
+   number of 32³ windows the network ran on (the work, which timing noise on a shared machine
+   does not touch).
+
+    python scripts/bench_crop.py [--cases 8] [--shape 64 64 48] [--pad 24] [--epochs 30] [--out results/bench_crop]
+
+Writes ``bench_crop.json``, ``bench_crop.md`` and ``bench_crop.png`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustlabel.data.labels import train_to_brats
+from robustlabel.data.nifti import read_nifti
+from robustlabel.data.studies import import_brats, studies_datalist
+from robustlabel.data.synthetic import write_synthetic_brats
+from robustlabel.data.transforms import infer_transforms
+from robustlabel.engine.checkpoint import load_network
+from robustlabel.engine.config import TrainConfig
+from robustlabel.engine.crop import DEFAULT_MARGIN, foreground_box
+from robustlabel.engine.inference import WindowSettings, default_channels_last, predict_probabilities, prepare_network
+from robustlabel.engine.trainer import train
+from robustlabel.machine import describe_machine
+from robustlabel.metrics.brats import brats_metrics
+from robustlabel.networks import TINY_TRANSBTS
+from robustlabel.reporting import PlotPanel, atomic_write_json, atomic_write_text, plot_panels
+
+REGIONS = ("WT", "TC", "ET")
+
+
+class CountingNetwork(torch.nn.Module):
+    """The network, counting the windows it is run on: the work, free of timing noise."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.out_channels = getattr(network, "out_channels", None)
+        self.windows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.windows += int(x.shape[0])
+        return self.network(x)
+
+
+def settings(sw_batch_size: int, margins: list[int], overlaps: list[float]) -> dict[str, WindowSettings]:
+    """Stock first, then the crop with every margin × overlap."""
+    out = {"stock (no crop, overlap 0.5)": WindowSettings.stock(sw_batch_size)}
+    for margin in margins:
+        for overlap in overlaps:
+            out[f"crop margin {margin}, overlap {overlap:g}"] = WindowSettings(sw_batch_size, overlap, margin)
+    return out
+
+
+def pad_case(image: torch.Tensor, label: np.ndarray, pad: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Zero background of ``pad`` voxels on both sides of x and y."""
+    if pad <= 0:
+        return image, label
+    image = torch.nn.functional.pad(image, (0, 0, pad, pad, pad, pad))
+    return image, np.pad(label, ((pad, pad), (pad, pad), (0, 0)))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--eval-cases", type=int, default=2)
+    parser.add_argument("--shape", type=int, nargs=3, default=(64, 64, 48))
+    parser.add_argument("--pad", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting and case")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--margins", type=int, nargs="+", default=[DEFAULT_MARGIN, 16])
+    parser.add_argument("--overlaps", type=float, nargs="+", default=[0.5, 0.25])
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="reuse this trained checkpoint (skips training; the data must come from the same seed)")
+    parser.add_argument("--save-checkpoint", type=Path, default=None, help="copy the trained best.pt here")
+    parser.add_argument("--out", type=Path, default=Path("results/bench_crop"))
+    args = parser.parse_args(argv)
+    if not 1 <= args.eval_cases < args.cases - 1:
+        raise SystemExit("need at least two training cases and one held-out case")
+    machine = describe_machine("cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_synthetic_brats(root / "src", cases=args.cases, shape=args.shape, seed=args.seed, progress=False)
+        import_brats(root / "src", root / "studies", labeled_fraction=1.0, seed=args.seed, progress=False)
+        items = studies_datalist(root / "studies")
+        held_out, train_items = items[: args.eval_cases], items[args.eval_cases:]
+        config = TrainConfig(network=dict(TINY_TRANSBTS), batch_size=2, epochs=args.epochs, val_interval=args.epochs,
+                             lr=3e-3, sw_batch_size=4, num_workers=0, device="cpu", seed=args.seed, pseudo_loss="ce",
+                             pseudo_params={})
+        t0 = time.perf_counter()
+        if args.checkpoint is None:
+            result = train(train_items[1:], train_items[:1], root / "run", config, progress=False)
+            checkpoint, best_epoch = result.best_checkpoint, result.best_epoch
+            if args.save_checkpoint:
+                args.save_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(checkpoint, args.save_checkpoint)
+        else:
+            checkpoint, best_epoch = args.checkpoint, None
+        train_s = time.perf_counter() - t0
+        network, config = load_network(checkpoint, "cpu")
+        network = CountingNetwork(prepare_network(network, default_channels_last(torch.device("cpu"))))
+        options = settings(config.sw_batch_size, args.margins, args.overlaps)
+        inferers = {name: s.inferer(config.resolved_roi_size) for name, s in options.items()}
+        transforms = infer_transforms()
+        times: dict[str, list[float]] = {name: [] for name in options}
+        windows: dict[str, int] = {name: 0 for name in options}
+        rows = []
+        for item in held_out:
+            image = transforms({"image": item["image"]})["image"].as_tensor()
+            truth, _ = read_nifti(item["label"])
+            image, truth = pad_case(image, truth, args.pad)
+            batch = image.unsqueeze(0)
+            box = foreground_box(image, DEFAULT_MARGIN)
+            box_fraction = float(np.prod([s.stop - s.start for s in box]) / np.prod(image.shape[1:]))
+            labels = {}
+            for r in range(args.repeats + 1):  # round 0: untimed warm-up
+                for name, s in options.items():
+                    before = network.windows
+                    t = time.perf_counter()
+                    probs = predict_probabilities(network, batch, inferers[name], None, crop_margin=s.crop_margin)
+                    if r:
+                        times[name].append(time.perf_counter() - t)
+                    else:
+                        windows[name] += network.windows - before
+                    labels[name] = train_to_brats(probs[0].argmax(0).numpy().astype(np.uint8))
+            stock = labels[next(iter(options))]
+            for name in options:
+                vs_stock = brats_metrics(labels[name], stock)
+                vs_truth = brats_metrics(labels[name], truth)
+                rows.append({"case": item["case"], "setting": name, "box_fraction": box_fraction,
+                             **{f"dice_vs_stock_{k}": vs_stock[f"dice_{k}"] for k in REGIONS},
+                             **{f"dice_vs_truth_{k}": vs_truth[f"dice_{k}"] for k in REGIONS}})
+    stock_name = next(iter(options))
+    t_stock = statistics.median(times[stock_name])
+    summary = {}
+    for name in options:
+        mine = [r for r in rows if r["setting"] == name]
+        summary[name] = {
+            "median_s": statistics.median(times[name]),
+            "windows": windows[name],
+            "window_ratio_vs_stock": windows[stock_name] / windows[name],
+            "speedup_vs_stock": t_stock / statistics.median(times[name]),
+            **{f"dice_vs_stock_{k}": min(r[f"dice_vs_stock_{k}"] for r in mine) for k in REGIONS},
+            **{f"dice_vs_truth_{k}": statistics.mean(r[f"dice_vs_truth_{k}"] for r in mine) for k in REGIONS},
+        }
+    volume = "×".join(map(str, (4, args.shape[0] + 2 * args.pad, args.shape[1] + 2 * args.pad, args.shape[2])))
+    box = statistics.mean(r["box_fraction"] for r in rows)
+    lines = [
+        f"Crop before the sliding window, {machine['device']} (torch {machine['torch']}, {machine['date']}): tiny TransBTS "
+        + (f"trained {args.epochs} epochs ({train_s:.0f} s)" if args.checkpoint is None else f"from {args.checkpoint}")
+        + f" on {len(train_items) - 1} synthetic cases, evaluated on "
+        f"{len(held_out)} held-out {volume} volumes (brain box + margin = {100 * box:.0f} % of the volume); "
+        f"median of {args.repeats} interleaved runs per case; Dice vs stock = the worst case.",
+        "",
+        "| setting | windows | fewer windows | median s | speed-up | Dice vs stock WT / TC / ET | Dice vs truth WT / TC / ET |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for name, s in summary.items():
+        lines.append(f"| {name} | {s['windows']} | {s['window_ratio_vs_stock']:.2f}× | {s['median_s']:.2f} | {s['speedup_vs_stock']:.2f}× | "
+                     + " / ".join(f"{s[f'dice_vs_stock_{k}']:.4f}" for k in REGIONS) + " | "
+                     + " / ".join(f"{s[f'dice_vs_truth_{k}']:.3f}" for k in REGIONS) + " |")
+    table = "\n".join(lines)
+    print(table)
+    out = {"machine": machine, "args": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                                        for k, v in vars(args).items()},
+           "train_seconds": train_s, "best_epoch": best_epoch, "summary": summary, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "bench_crop.json", out)
+    atomic_write_text(args.out / "bench_crop.md", table + "\n")
+    plot_panels(args.out / "bench_crop.png", [
+        PlotPanel("time per volume", list(summary), {"seconds": [s["median_s"] for s in summary.values()]}, ylabel="s"),
+        PlotPanel("Dice against stock output", list(REGIONS),
+                  {name: [s[f"dice_vs_stock_{k}"] for k in REGIONS] for name, s in summary.items()}, ylabel="Dice"),
+    ], suptitle=machine["device"])
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Crop to the non-zero bounding box before the sliding window, paste back (engine.crop)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robustlabel.engine.crop import foreground_box, paste, predict_in_foreground
+from robustlabel.engine.inference import STOCK_OVERLAP, WindowSettings, make_inferer, predict_probabilities
+
+K = 3
+
+
+class Pointwise(nn.Module):
+    """A 1×1×1 convolution: each voxel's logits depend on that voxel only, so any crop or window
+    placement gives the same value there; counts its forward calls and the shapes it saw."""
+
+    out_channels = K
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv3d(2, K, kernel_size=1)
+        with torch.no_grad():
+            self.conv.bias.copy_(torch.tensor([0.3, -0.2, 0.1]))  # background is not certain at x = 0
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return self.conv(x)
+
+
+def _edge_volume() -> torch.Tensor:
+    """(1, 2, 20, 16, 12): foreground touching the x = 0 face and the z = 11 face, one channel only in places."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.zeros(1, 2, 20, 16, 12)
+    x[0, 0, 0:7, 5:9, 6:12] = torch.randn(7, 4, 6, generator=g)
+    x[0, 1, 3:9, 4:6, 8:12] = torch.randn(6, 2, 4, generator=g)
+    return x
+
+
+def _softmax_pointwise(net: Pointwise):
+    return lambda x: torch.softmax(net(x), dim=1)
+
+
+def test_box_touching_edges_is_clipped_and_holds_every_non_zero_voxel() -> None:
+    x = _edge_volume()[0]
+    box = foreground_box(x, margin=2)
+    assert box == (slice(0, 11), slice(2, 11), slice(4, 12))  # clipped at x = 0 and at z = 12
+    inside = torch.zeros(x.shape[1:], dtype=torch.bool)
+    inside[box] = True
+    assert not (x != 0).any(0)[~inside].any()
+    assert foreground_box(x, margin=0) == (slice(0, 9), slice(4, 9), slice(6, 12))
+
+
+def test_crop_and_paste_is_exact_for_foreground_on_an_edge() -> None:
+    x = _edge_volume()
+    net = Pointwise()
+    with torch.no_grad():
+        full = _softmax_pointwise(net)(x)
+        out = predict_in_foreground(_softmax_pointwise(net), x, margin=2, num_classes=K)
+    box = (slice(0, 11), slice(2, 11), slice(4, 12))
+    assert net.shapes[-1] == (1, 2, 11, 9, 8)  # the network saw the crop only
+    assert out.shape == full.shape
+    assert torch.equal(out[(slice(None), slice(None), *box)], full[(slice(None), slice(None), *box)])
+    outside = torch.ones(x.shape[2:], dtype=torch.bool)
+    outside[box] = False
+    assert torch.equal(out[0, 0][outside], torch.ones(int(outside.sum())))
+    assert torch.equal(out[0, 1:][:, outside], torch.zeros(K - 1, int(outside.sum())))
+    # the un-cropped run does not predict background with certainty there: the paste matters
+    assert full[0, 0][outside].max() < 0.99
+
+
+def test_paste_places_the_crop_and_checks_its_shape() -> None:
+    crop = torch.rand(2, K, 3, 4, 5)
+    box = (slice(1, 4), slice(0, 4), slice(5, 10))
+    out = paste(crop, box, (6, 4, 10))
+    assert torch.equal(out[:, :, 1:4, :, 5:10], crop)
+    assert out[:, 0, 0].eq(1).all() and out[:, 1:, 0].eq(0).all()
+    with pytest.raises(ValueError, match="does not fit"):
+        paste(crop, (slice(0, 3), slice(0, 4), slice(0, 4)), (6, 4, 10))
+
+
+def test_zero_volume_is_background_everywhere_without_running_the_network() -> None:
+    x = torch.zeros(2, 2, 9, 8, 7)
+    net = Pointwise()
+    out = predict_in_foreground(_softmax_pointwise(net), x, margin=4, num_classes=K)
+    assert net.shapes == []
+    assert out.shape == (2, K, 9, 8, 7)
+    assert out[:, 0].eq(1).all() and out[:, 1:].eq(0).all()
+    # without the number of classes the network runs once on the whole volume (documented)
+    predict_in_foreground(_softmax_pointwise(net), x, margin=4)
+    assert net.shapes == [(2, 2, 9, 8, 7)]
+
+
+def test_batch_is_cropped_to_the_union_of_its_boxes() -> None:
+    x = torch.zeros(2, 2, 10, 10, 10)
+    x[0, 0, 1, 2, 3] = 1.0
+    x[1, 1, 7, 8, 4] = -2.0
+    net = Pointwise()
+    out = predict_in_foreground(_softmax_pointwise(net), x, margin=0, num_classes=K)
+    assert net.shapes == [(2, 2, 7, 7, 2)]
+    with torch.no_grad():
+        full = _softmax_pointwise(net)(x)
+    assert torch.equal(out[:, :, 1:8, 2:9, 3:5], full[:, :, 1:8, 2:9, 3:5])
+
+
+def test_predict_probabilities_crop_option_with_the_sliding_window() -> None:
+    x = _edge_volume()
+    net = Pointwise()
+    inferer = make_inferer((8, 8, 8), sw_batch_size=2, overlap=0.5)
+    stock = predict_probabilities(net, x, inferer)  # default: no crop, today's behaviour
+    assert all(s[2:] == (8, 8, 8) for s in net.shapes)
+    cropped = predict_probabilities(net, x, inferer, crop_margin=2)
+    box = (slice(None), slice(None), slice(0, 11), slice(2, 11), slice(4, 12))
+    # a pointwise network: window placement and Gaussian blending change nothing but rounding
+    torch.testing.assert_close(cropped[box], stock[box], rtol=0, atol=1e-6)
+    assert cropped[0, 0, 11:].eq(1).all()
+    net.shapes.clear()
+    zeros = predict_probabilities(net, torch.zeros(1, 2, 9, 9, 9), inferer, crop_margin=2)  # K from out_channels
+    assert net.shapes == [] and zeros[:, 0].eq(1).all()
+
+
+def test_window_settings_stock_switch_and_validation() -> None:
+    stock = WindowSettings.stock(sw_batch_size=4)
+    assert (stock.sw_batch_size, stock.overlap, stock.crop_margin) == (4, STOCK_OVERLAP, None) and STOCK_OVERLAP == 0.5
+    inferer = WindowSettings(sw_batch_size=2, overlap=0.25, crop_margin=8).inferer((16, 16, 16))
+    assert (inferer.sw_batch_size, inferer.overlap, tuple(inferer.roi_size)) == (2, 0.25, (16, 16, 16))
+    for bad in ({"sw_batch_size": 0}, {"overlap": 1.0}, {"crop_margin": -1}):
+        with pytest.raises(ValueError):
+            WindowSettings(**bad)
