@@ -9,14 +9,15 @@ today's whole-volume sliding window, on a **trained** tiny TransBTS.
 2. the tiny TransBTS (``TINY_TRANSBTS``, 32³ windows) trained with CE for ``--epochs`` on all but
    ``--eval-cases`` of them, through the engine (:func:`robustlabel.engine.trainer.train`);
 3. on each held-out case, side by side in one run (settings interleaved per case, untimed warm-up
-   first): **stock** (:meth:`WindowSettings.stock`: no crop, overlap 0.5) and the crop (margin 8)
-   at overlap 0.5 and 0.25; time of ``predict_probabilities`` (sliding window + softmax, the
-   volume already in memory), and WT/TC/ET Dice of each output against **stock's output** (does
-   the speed-up keep the labels?) and against the ground truth (did the network learn?), and the
-   number of 32³ windows the network ran on (the work, which timing noise on a shared machine
-   does not touch).
+   first): **stock** (:meth:`WindowSettings.stock`: no crop, overlap 0.5) and the crop with each
+   ``--margins`` at each ``--overlaps``, plus the crop aligned to stock's window grid (overlap 0.5);
+   time of ``predict_probabilities`` (sliding window + softmax, the volume already in memory),
+   WT/TC/ET Dice of each output against **stock's output** (does the speed-up keep the labels?)
+   and against the ground truth (did the network learn?), and the number of 32³ windows the
+   network ran on (the work, which timing noise on a shared machine does not touch).
 
-    python scripts/bench_crop.py [--cases 8] [--shape 64 64 48] [--pad 24] [--epochs 30] [--out results/bench_crop]
+    python scripts/bench_crop.py [--cases 8] [--shape 64 64 48] [--pad 24] [--epochs 30] [--margins 8 16]
+                                 [--checkpoint best.pt] [--out results/bench_crop]
 
 Writes ``bench_crop.json``, ``bench_crop.md`` and ``bench_crop.png`` in ``--out``.
 """
@@ -69,8 +70,10 @@ def settings(sw_batch_size: int, margins: list[int], overlaps: list[float]) -> d
     """Stock first, then the crop with every margin × overlap."""
     out = {"stock (no crop, overlap 0.5)": WindowSettings.stock(sw_batch_size)}
     for margin in margins:
+        out[f"crop margin {margin}, aligned, overlap 0.5"] = WindowSettings(sw_batch_size, 0.5, margin, crop_align=True)
         for overlap in overlaps:
-            out[f"crop margin {margin}, overlap {overlap:g}"] = WindowSettings(sw_batch_size, overlap, margin)
+            out[f"crop margin {margin}, overlap {overlap:g}"] = WindowSettings(sw_batch_size, overlap, margin,
+                                                                              crop_align=False)
     return out
 
 
@@ -140,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
                 for name, s in options.items():
                     before = network.windows
                     t = time.perf_counter()
-                    probs = predict_probabilities(network, batch, inferers[name], None, crop_margin=s.crop_margin)
+                    probs = predict_probabilities(network, batch, inferers[name], None, crop_margin=s.crop_margin,
+                                                  crop_align=s.crop_align)
                     if r:
                         times[name].append(time.perf_counter() - t)
                     else:

@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.global_batch % args.nproc:
         raise SystemExit(f"bench_scale: --global-batch {args.global_batch} is not divisible by --nproc {args.nproc}")
     device = str(resolve_device(args.device).type)
+    if device == "cuda" and torch.cuda.device_count() < args.nproc:
+        raise SystemExit(f"bench_scale: {args.nproc} ranks need {args.nproc} GPUs (one each), "
+                         f"{torch.cuda.device_count()} visible; pass --nproc or --device cpu")
     out = args.out
     data = out / "data"
     shutil.rmtree(data, ignore_errors=True)

@@ -97,10 +97,9 @@ from robustlabel.engine.checkpoint import BEST_NAME, LAST_NAME
 from robustlabel.engine.distributed import (
     barrier,
     broadcast_object,
-    close_distributed,
     current,
-    init_distributed,
     rank_zero_store,
+    run_as_rank,
 )
 from robustlabel.engine.pool_shards import label_pool
 from robustlabel.engine.config import (
@@ -612,7 +611,8 @@ def report_notes(args: argparse.Namespace, store: ResultsStore, split: dict[str,
         + "; ".join(f"p = {p} %: {len(lab)} / {len(pool)}" for p, (lab, pool) in sizes.items())
         + " (a different labelled subset per repeat, seed = repeat)",
         f"**Model / schedule:** {network}, crop {'x'.join(map(str, args.roi_size))}, {config.epochs} epoch(s), "
-        f"batch {config.batch_size}, Adam lr {config.lr:g} with poly decay (power {config.poly_power:g}), weight "
+        f"batch {config.batch_size}" + (f" per rank x {current().world_size} ranks" if current().world_size > 1 else "")
+        + f", Adam lr {config.lr:g} with poly decay (power {config.poly_power:g}), weight "
         f"decay {config.weight_decay:g}, validation every {config.val_interval} epoch(s)",
         f"**Losses on pseudo-labels:** CE; BCE = beta-CE with beta = {hparams['bce']['beta']:g}; GCE with q = "
         f"{hparams['gce']['q']:g}; SCE with alpha = {hparams['sce']['alpha']:g}, gamma = {hparams['sce']['gamma']:g}; "
@@ -696,11 +696,7 @@ def write_outputs(args: argparse.Namespace, store: ResultsStore, split: dict[str
 # --------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    ctx = init_distributed(args.device)  # under torchrun this process is one rank of the job
-    try:
-        return run(resolve_settings(args), ctx.is_main)
-    finally:
-        close_distributed()
+    return run_as_rank(run, resolve_settings(args), args.device)
 
 
 def run(args: argparse.Namespace, main_rank: bool = True) -> int:

@@ -62,10 +62,9 @@ from robustlabel.engine.config import PRECISIONS, SELECTIONS, SOURCE_MODES
 from robustlabel.engine.distributed import (
     barrier,
     broadcast_object,
-    close_distributed,
     current,
-    init_distributed,
     rank_zero_store,
+    run_as_rank,
 )
 from robustlabel.engine.classify import (
     ClassifierConfig,
@@ -355,11 +354,7 @@ def report(args: argparse.Namespace, store: ResultsStore, sizes: dict[str, int],
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    ctx = init_distributed(args.device)  # under torchrun this process is one rank of the job
-    try:
-        return run(resolve_settings(args), ctx.is_main)
-    finally:
-        close_distributed()
+    return run_as_rank(run, resolve_settings(args), args.device)
 
 
 def run(args: argparse.Namespace, main_rank: bool = True) -> int:

@@ -39,6 +39,7 @@ from lib.infers.transbts import RESULT_DIR_KEY
 from lib.infers.pseudo_pool import validate_pool_request
 from lib.lifeline import mark_server_process, watch_server
 from lib.names import check_model_name, is_inside
+from lib.sessions import CappedSessions
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
@@ -141,7 +142,13 @@ class BratsApp(MONAILabelApp):
         if mode:
             mark_server_process()
             server_guards.install(self.validate_task_request, self.app_conf.cors_origins,
-                                  self.app_conf.max_upload_bytes)
+                                  self.app_conf.max_upload_bytes, self.app_conf.allowed_hosts, self.app_conf.sessions)
+
+    def _load_sessions(self, load: bool = False) -> CappedSessions | None:
+        """MONAI Label's sessions only with ``--conf sessions true``, then capped (lib/sessions.py)."""
+        if not (load and self.app_conf.sessions):
+            return None
+        return CappedSessions.from_settings(self.app_conf.max_upload_bytes)
 
     # ------------------------------------------------------------------ request validation
     def validate_infer_request(self, request: dict[str, Any], datastore: Datastore | None = None) -> None:
@@ -153,6 +160,8 @@ class BratsApp(MONAILabelApp):
         """
         check_model_name(request.get("model"), self._infers)
         image = request.get("image")
+        if self._is_session_image(request) and not os.path.isfile(image):
+            raise InvalidNameError(f"session_id: the session holds a folder, not one NIfTI image ({image})")
         if not (uploads.is_server_upload(image) or self._is_session_image(request)):
             store = datastore or self.datastore()
             if not isinstance(store, BratsDatastore):

@@ -8,8 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 from robustlabel import cli
@@ -101,3 +103,25 @@ def stop_server(server: Server) -> None:
             except ProcessLookupError:
                 pass
             server.process.wait(timeout=15)
+
+
+#: how long a train or batch-infer task of the tiny network may take in the tests
+TASK_TIMEOUT_S = 240
+
+
+def wait_for_task(status: Callable[[], dict[str, Any]], what: str, timeout_s: float = TASK_TIMEOUT_S) -> dict[str, Any]:
+    """Poll a MONAI Label task status until it is DONE; fail with its log lines otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        task = status()
+        if task.get("status") in ("DONE", "ERROR", "STOPPED"):
+            assert task["status"] == "DONE", f"{what} ended {task['status']}: " + "\n".join(task.get("details", []))
+            return task
+        time.sleep(0.5)
+    raise AssertionError(f"{what} did not finish within {timeout_s} s: {status()}")
+
+
+def batch_status(url: str) -> dict[str, Any]:
+    """``GET /batch/infer`` (SUBMITTED until the task has a status)."""
+    response = requests.get(f"{url}/batch/infer", timeout=30)
+    return response.json() if response.status_code == 200 else {"status": "SUBMITTED"}

@@ -8,8 +8,6 @@ has the call; ``requests`` for batch inference and raw status codes.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,33 +19,15 @@ from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 from robustlabel.engine.checkpoint import sha256_file as sha256
 
-from brats_server import Server
+from brats_server import Server, batch_status, wait_for_task
 
 pytestmark = pytest.mark.e2e
 
-TASK_TIMEOUT_S = 240
 BRATS_VALUES = {0, 1, 2, 4}
 
 
 def final_label_hashes(studies: Path) -> dict[str, str]:
     return {p.name: sha256(p) for p in sorted((studies / "labels" / "final").glob("*.nii.gz"))}
-
-
-def wait_for_task(status: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
-    """Poll a MONAI Label task status until it is DONE; fail with its log lines otherwise."""
-    deadline = time.monotonic() + TASK_TIMEOUT_S
-    while time.monotonic() < deadline:
-        task = status()
-        if task.get("status") in ("DONE", "ERROR", "STOPPED"):
-            assert task["status"] == "DONE", f"{what} ended {task['status']}: " + "\n".join(task.get("details", []))
-            return task
-        time.sleep(1)
-    raise AssertionError(f"{what} did not finish within {TASK_TIMEOUT_S} s: {status()}")
-
-
-def batch_status(url: str) -> dict[str, Any]:
-    response = requests.get(f"{url}/batch/infer", timeout=30)
-    return response.json() if response.status_code == 200 else {"status": "SUBMITTED"}
 
 
 def source_label(server: Server, image_id: str) -> Path:

@@ -3,10 +3,12 @@
 Real ``monailabel start_server`` processes on 127.0.0.1 with the tiny TransBTS on CPU, driven by
 the official ``MONAILabelClient`` and raw HTTP (``requests``):
 
-* ``safe_server`` -- the default deployment (no auth, ``allow_final_delete`` off) with a private
-  ``TMPDIR``, so that every temporary file it leaves is visible;
+* ``safe_server`` -- the default deployment (no auth, ``allow_final_delete`` off, sessions off)
+  with a private ``TMPDIR``, so that every temporary file it leaves is visible, a 2 MiB upload cap
+  and one extra ``allowed_hosts`` name;
 * ``auth_server`` -- ``MONAI_LABEL_AUTH_ENABLE=true`` against a local OpenID Connect issuer
-  (``oidc_issuer.py``) and ``--conf allow_final_delete true``;
+  (``oidc_issuer.py``), ``--conf allow_final_delete true`` and ``--conf sessions true`` (capped
+  sessions in its private ``TMPDIR``);
 * the kill test starts, ``kill -9``s and restarts its own server during a pool pseudo-labelling.
 
 After every probe: the status code and its message; every ``final`` file byte-identical by SHA-256;
@@ -18,14 +20,18 @@ subprocess at a chosen point (no server needed) and fail on MONAI Label's in-pla
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
+import socket
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,19 +44,24 @@ from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 from robustlabel.engine.checkpoint import sha256_file as sha256
 
-from brats_server import APP_DIR, Server, copy_app, make_studies, start_server, stop_server
+from brats_server import (
+    APP_DIR, TASK_TIMEOUT_S, Server, batch_status, copy_app, make_studies, start_server, stop_server, wait_for_task,
+)
 from oidc_issuer import OidcIssuer
 
 pytestmark = pytest.mark.e2e
 
 TINY_CPU = {"models": "transbts", "tiny": "true", "device": "cpu"}
-TASK_TIMEOUT_S = 240
 #: how long a request's temporary files may outlive its response (removed when the ASGI call returns)
 TEMP_CLEANUP_GRACE_S = 5.0
 CRASH_RC = 86
 BAD_TAGS = ["final/", "./final", "../x", "final/../../y", "../../escape_tag", "/tmp/abs_tag", "FINAL", "pseudo/",
             "final_history", "x y", ""]
 ADMIN, ANNOTATOR, USER = "monailabel-admin", "monailabel-annotator", "monailabel-user"
+#: ``max_upload_bytes`` of the test servers (small, so that going over it is quick)
+UPLOAD_CAP = 2 << 20
+#: the one extra ``Host`` name ``safe_server`` answers to
+ALLOWED_HOST = "labelling.example"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -97,22 +108,6 @@ def expect(response: requests.Response, status: int, *words: str) -> None:
         assert word in detail, (word, detail)
 
 
-def wait_for(status: Any, what: str) -> dict[str, Any]:
-    deadline = time.monotonic() + TASK_TIMEOUT_S
-    while time.monotonic() < deadline:
-        task = status()
-        if task.get("status") in ("DONE", "ERROR", "STOPPED"):
-            assert task["status"] == "DONE", f"{what} ended {task['status']}: " + "\n".join(task.get("details", []))
-            return task
-        time.sleep(0.5)
-    raise AssertionError(f"{what} did not finish in {TASK_TIMEOUT_S} s")
-
-
-def batch_status(url: str) -> dict[str, Any]:
-    response = requests.get(f"{url}/batch/infer", timeout=30)
-    return response.json() if response.status_code == 200 else {"status": "SUBMITTED"}
-
-
 def label_bytes(server: Server, image_id: str) -> bytes:
     """The synthetic ground truth of a case, as a clinician would submit it."""
     return (server.source / image_id / f"{image_id}_seg.nii.gz").read_bytes()
@@ -148,7 +143,8 @@ def safe_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     (root / "data" / "decoy_dir").mkdir()
     (root / "data" / "decoy_dir" / "keep.txt").write_text("keep")
     app_dir = copy_app(root / "app")
-    server = start_server(app_dir, studies, source, root, TINY_CPU, env={"TMPDIR": str(tmpdir)})
+    conf = {**TINY_CPU, "max_upload_bytes": str(UPLOAD_CAP), "allowed_hosts": ALLOWED_HOST}
+    server = start_server(app_dir, studies, source, root, conf, env={"TMPDIR": str(tmpdir)})
     try:
         yield server, tmpdir
     finally:
@@ -173,7 +169,7 @@ def ids(server: Server) -> tuple[list[str], list[str]]:
 def test_one_validator_for_tags_ids_and_origins() -> None:
     if str(APP_DIR) not in sys.path:
         sys.path.insert(0, str(APP_DIR))
-    from lib.conf import parse_origins
+    from lib.conf import parse_hosts, parse_origins
     from lib.datastore import check_label_tag
     from lib.errors import AppRequestError, InvalidNameError
     from lib.names import check_image_id, is_inside
@@ -196,6 +192,10 @@ def test_one_validator_for_tags_ids_and_origins() -> None:
     for bad in ["127.0.0.1:8000", "ftp://x", "http://x/path", "[1"]:
         with pytest.raises(AppRequestError, match="cors_origins"):
             parse_origins(bad)
+    assert parse_hosts("Labelling.example, proxy.example:443,") == ("labelling.example", "proxy.example:443")
+    for bad in ["http://x", "x/y", "*.example", "a@b", "x:port", "[::1"]:
+        with pytest.raises(AppRequestError, match="allowed_hosts"):
+            parse_hosts(bad)
 
 
 # --------------------------------------------------------------------------- 1. model output vs final
@@ -337,6 +337,10 @@ def test_uploads_are_checked_from_the_header_and_never_left_behind(
                         files={"file": ("huge.nii.gz", huge.read_bytes())}, timeout=60), 413, "max_upload")
     expect(requests.put(f"{server.url}/datastore/label", params={"image": finals[0], "tag": "final"},
                         files={"label": ("huge.nii.gz", huge.read_bytes())}, timeout=60), 422, "(512, 512, 512)")
+    # within the caps, but the data stops long before the 64³ float32 voxels its header announces
+    truncated = huge_header_gz(tmp_path / "truncated.nii.gz", shape=(64, 64, 64))
+    expect(requests.put(f"{server.url}/datastore/image", params={"image": "truncated_case"},
+                        files={"file": ("truncated.nii.gz", truncated.read_bytes())}, timeout=60), 422, "truncated")
     wrong = nifti_gz(tmp_path / "wrong.nii.gz", np.zeros((16, 16, 16), np.uint8))
     expect(requests.put(f"{server.url}/datastore/label", params={"image": finals[0], "tag": "final"},
                         files={"label": ("wrong.nii.gz", wrong.read_bytes())}, timeout=60), 422, "(16, 16, 16)")
@@ -383,22 +387,188 @@ def test_foreign_origins_are_refused_without_a_preflight(safe_server: tuple[Serv
                             headers={**evil, "Access-Control-Request-Method": "POST"}), 403, "cross-origin")
     # a page served under another name resolving to 127.0.0.1 (DNS rebinding) is not "same origin"
     expect(requests.get(f"{server.url}/info/", headers={"Origin": "http://rebind.example:1", "Host": "rebind.example:1"},
-                        timeout=30), 403, "cross-origin")
+                        timeout=30), 403, "Host")
     assert requests.get(f"{server.url}/info/", headers={"Origin": server.url}, timeout=30).status_code == 200
     assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200  # Slicer sends no Origin
     guard.check("cross-origin")
 
 
+# --------------------------------------------------------------------------- H1. DNS rebinding: Host
+def raw_get_http10(server: Server, path: str) -> tuple[int, bytes]:
+    """``GET path HTTP/1.0`` with no ``Host`` header at all; ``(status, body)``."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_a_foreign_host_name_is_refused_even_without_an_origin(safe_server: tuple[Server, Path], guard: Guard) -> None:
+    """A DNS-rebinding page sends ``Host: attacker.example:<port>`` and no ``Origin`` on a GET."""
+    server, _ = safe_server
+    _, finals = ids(server)
+    port = int(server.url.rsplit(":", 1)[1])
+    reads = ["/datastore/dataset", "/model/transbts", f"/datastore/label?label={finals[0]}&tag=final",
+             "/datastore/?output=all", "/logs/", "/info/"]
+    for host in [f"attacker.example:{port}", "attacker.example", f"127.0.0.1:{port + 1}", f"localhost:{port + 1}",
+                 f"localhost.attacker.example:{port}", f"{ALLOWED_HOST}.attacker.example", "[::1", "a@127.0.0.1"]:
+        for path in reads:
+            expect(requests.get(f"{server.url}{path}", headers={"Host": host}, timeout=30), 403, "Host", "allowed_hosts")
+    expect(requests.post(f"{server.url}/infer/transbts", params={"image": finals[0]},
+                         headers={"Host": f"attacker.example:{port}"}, timeout=30), 403, "Host")
+    # the server's own names on its port, the configured name, and HTTP/1.0 without a Host
+    for host in [f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"[::1]:{port}", ALLOWED_HOST,
+                 f"{ALLOWED_HOST}:{port}"]:
+        response = requests.get(f"{server.url}/info/", headers={"Host": host}, timeout=30)
+        assert response.status_code == 200, (host, response.text)
+    status, body = raw_get_http10(server, "/info/")
+    assert status == 200 and json.loads(body)["name"], body[:200]
+    guard.check("foreign Host names")
+
+
+# --------------------------------------------------------------------------- H3. chunked uploads
+def stream_chunked(server: Server, method: str, path: str, field: str, total: int) -> tuple[int, str, int]:
+    """Send a chunked multipart upload of up to ``total`` bytes while waiting for the answer.
+
+    Returns ``(status, detail, bytes sent when the answer came)``; the sender stops as soon as the
+    server answered (or closed the connection).
+    """
+    port = int(server.url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    connection.putrequest(method, path)
+    connection.putheader("Content-Type", "multipart/form-data; boundary=zz")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    sock = connection.sock
+    head = (f'--zz\r\nContent-Disposition: form-data; name="{field}"; filename="big.nii.gz"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    sent = [0]
+    answered = threading.Event()
+
+    def sender() -> None:
+        chunk = b"\0" * (64 << 10)
+        try:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+            while sent[0] < total and not answered.is_set():
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent[0] += len(chunk)
+            if not answered.is_set():
+                tail = b"\r\n--zz--\r\n"
+                sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+        except OSError:
+            pass  # the server closed the connection after its answer
+
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    try:
+        response = connection.getresponse()
+        at_answer = sent[0]
+        answered.set()
+        body = response.read()
+    finally:
+        answered.set()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        connection.close()
+        thread.join(timeout=60)
+    try:
+        detail = json.loads(body).get("detail", "")
+    except ValueError:
+        detail = body[:200].decode("latin-1")
+    return response.status, str(detail), at_answer
+
+
+def test_chunked_uploads_are_cut_off_at_the_cap(safe_server: tuple[Server, Path], guard: Guard) -> None:
+    """No ``Content-Length``: the body is counted as it arrives and refused once past the cap,
+    instead of being spooled to disk whole (64 MiB offered; the cap is 2 MiB)."""
+    server, _ = safe_server
+    _, finals = ids(server)
+    total = 64 << 20
+    for method, path, field in [("PUT", "/datastore/image?image=chunked_case", "file"),
+                                ("PUT", f"/datastore/label?image={finals[0]}&tag=final", "label"),
+                                ("POST", f"/infer/transbts?image={finals[0]}", "file")]:
+        status, detail, at_answer = stream_chunked(server, method, path, field, total)
+        assert status == 413 and "max_upload_bytes" in detail, (path, status, detail)
+        # answered while the client was still sending (socket buffers hold a few MiB at most)
+        assert at_answer < total // 2, (path, at_answer)
+    assert "chunked_case" not in ids(server)[0]
+    guard.check("chunked uploads")
+
+
+# --------------------------------------------------------------------------- H2/H4. sessions
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def session_store_listing() -> set[str]:
+    """What MONAI Label's default session store (``~/.cache/monailabel/sessions``) holds."""
+    store = Path.home() / ".cache" / "monailabel" / "sessions"
+    return {str(p) for p in store.rglob("*")} if store.is_dir() else set()
+
+
+def test_sessions_are_off_by_default(safe_server: tuple[Server, Path], guard: Guard, tmp_path: Path) -> None:
+    server, _ = safe_server
+    all_ids, _ = ids(server)
+    before = session_store_listing()
+    image = (server.studies / f"{all_ids[0]}.nii.gz").read_bytes()
+    expect(requests.put(f"{server.url}/session/", params={"uncompress": "true"},
+                        files={"files": ("b.zip", zip_bytes({"a.nii.gz": image}))}, timeout=60), 403, "--conf sessions true")
+    expect(requests.put(f"{server.url}/session/", params={"uncompress": "true"},
+                        files={"files": ("x.zip", b"not a zip")}, timeout=60), 403, "sessions")
+    expect(requests.put(f"{server.url}/session/", files={"files": ("a.nii.gz", image)}, timeout=60), 403, "sessions")
+    expect(requests.get(f"{server.url}/session/some-id", params={"image": "true"}, timeout=30), 403, "sessions")
+    expect(requests.delete(f"{server.url}/session/some-id", timeout=30), 403, "sessions")
+    expect(requests.post(f"{server.url}/infer/transbts", params={"session_id": "some-id"}, timeout=30), 403, "sessions")
+    assert session_store_listing() == before
+    guard.check("sessions off")
+
+
+# --------------------------------------------------------------------------- malformed form fields
+def test_malformed_params_and_file_names_are_422(safe_server: tuple[Server, Path], guard: Guard) -> None:
+    server, _ = safe_server
+    all_ids, finals = ids(server)
+    case = sorted(set(all_ids) - set(finals))[0]
+    for params in ["not json", "{", "[1, 2]", "3"]:
+        expect(requests.post(f"{server.url}/infer/transbts", params={"image": case}, data={"params": params},
+                             timeout=60), 422, "params")
+        expect(requests.put(f"{server.url}/datastore/label", params={"image": case, "tag": "final"},
+                            data={"params": params}, files={"label": ("l.nii.gz", label_bytes(server, case))},
+                            timeout=60), 422, "params")
+        expect(requests.put(f"{server.url}/datastore/image", params={"image": "params_case"}, data={"params": params},
+                            files={"file": ("x.nii.gz", b"x")}, timeout=60), 422, "params")
+    long_name = "a." + "b" * 400 + ".nii.gz"
+    image = (server.studies / f"{case}.nii.gz").read_bytes()
+    expect(requests.put(f"{server.url}/datastore/image", params={"image": "long_name_case"},
+                        files={"file": (long_name, image)}, timeout=60), 422, "file", "name")
+    expect(requests.put(f"{server.url}/datastore/label", params={"image": case, "tag": "final"},
+                        files={"label": (long_name, label_bytes(server, case))}, timeout=60), 422, "label", "name")
+    expect(requests.post(f"{server.url}/infer/transbts", files={"file": (long_name, image)}, timeout=60), 422, "file")
+    assert "final" not in MONAILabelClient(server.url).datastore()["objects"][case]["labels"]
+    assert {"params_case", "long_name_case"}.isdisjoint(ids(server)[0])
+    guard.check("malformed form fields")
+
+
 # --------------------------------------------------------------------------- 7. auth
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, OidcIssuer]]:
-    issuer = OidcIssuer({"ann": ("pw-ann", [ANNOTATOR, USER]), "adm": ("pw-adm", [ADMIN, ANNOTATOR, USER])}).start()
+    issuer = OidcIssuer({"ann": ("pw-ann", [ANNOTATOR, USER]), "adm": ("pw-adm", [ADMIN, ANNOTATOR, USER]),
+                         "boss": ("pw-boss", [ADMIN])}).start()
     root = tmp_path_factory.mktemp("auth")
     source, studies = make_studies(root / "data")
     app_dir = copy_app(root / "app")
-    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": issuer.realm_uri}
-    server = start_server(app_dir, studies, source, root, {**TINY_CPU, "allow_final_delete": "true"}, env=env,
-                          ready_statuses=(401,))
+    (root / "tmp").mkdir()
+    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": issuer.realm_uri, "TMPDIR": str(root / "tmp")}
+    conf = {**TINY_CPU, "allow_final_delete": "true", "sessions": "true", "max_upload_bytes": str(UPLOAD_CAP)}
+    server = start_server(app_dir, studies, source, root, conf, env=env, ready_statuses=(401,))
     try:
         yield server, issuer
     finally:
@@ -456,6 +626,78 @@ def test_annotators_submit_admins_delete_and_anonymous_is_refused(auth_server: t
     assert response.status_code == 200, response.text
     moved = list((studies / "labels" / "final_deleted").glob(f"*/{finals[0]}.nii.gz"))
     assert not final_file.exists() and len(moved) == 1 and sha256(moved[0]) == before
+
+    # roles do not stack (as in MONAI Label): a token with the admin role only is no annotator
+    boss = login(issuer, "boss", "pw-boss")
+    response = requests.put(f"{url}/datastore/label", params={"image": case, "tag": "final"}, headers=boss,
+                            files={"label": ("l.nii.gz", label_bytes(server, case))}, timeout=60)
+    assert response.status_code == 403 and ANNOTATOR in response.json()["detail"], response.text
+    assert requests.get(f"{url}/datastore/", headers=boss, timeout=30).status_code == 403
+
+
+def test_sessions_when_switched_on_stay_capped_in_the_temp_folder(auth_server: tuple[Server, OidcIssuer]) -> None:
+    """``--conf sessions true``: the store is ``<TMPDIR>/robustlabel-sessions``; uploads and unpacked
+    archives are capped; a non-ZIP or an escaping member is a 422 that leaves nothing behind."""
+    server, issuer = auth_server
+    user = login(issuer, "ann", "pw-ann")
+    url = server.url
+    tmpdir = server.studies.parent.parent / "tmp"
+    store = tmpdir / "robustlabel-sessions"
+    home_before = session_store_listing()
+    image = (server.studies / f"{sorted(p.name for p in server.studies.glob('*.nii.gz'))[0]}").read_bytes()
+
+    def put(name: str, data: bytes, uncompress: bool) -> requests.Response:
+        return requests.put(f"{url}/session/", params={"uncompress": str(uncompress).lower()}, headers=user,
+                            files={"files": (name, data)}, timeout=60)
+
+    def leftovers() -> set[str]:
+        return {str(p.relative_to(tmpdir)) for p in tmpdir.rglob("*")} - {"robustlabel-sessions"}
+
+    before = leftovers()
+    bomb = zip_bytes({"z.nii": bytes(3 * UPLOAD_CAP)})  # a few KiB that inflate past the cap
+    assert len(bomb) < UPLOAD_CAP // 10
+    expect(put("b.zip", bomb, True), 413, "max_upload_bytes")
+    expect(put("x.zip", b"not a zip", True), 422, "ZIP")
+    expect(put("s.zip", zip_bytes({"../escape.nii.gz": image}), True), 422, "outside")
+    assert leftovers() == before, leftovers() - before
+
+    response = put("a.zip", zip_bytes({"a.nii.gz": image}), True)
+    assert response.status_code == 200, response.text
+    info = response.json()["session_info"]
+    assert Path(info["path"]).parent == store and Path(info["image"]).is_relative_to(store)
+    session_id = response.json()["session_id"]
+    assert requests.get(f"{url}/session/{session_id}", headers=user, timeout=30).status_code == 200
+    # TransBTS needs the 4 modalities of a datastore image: a session image gets a 422, not a 500
+    expect(requests.post(f"{url}/infer/transbts", params={"session_id": session_id}, headers=user, timeout=60),
+           422, "modalities")
+    assert requests.delete(f"{url}/session/{session_id}", headers=user, timeout=30).status_code == 200
+    assert not (store / session_id).exists()
+    # an archive of several files is a folder session: this app segments one image, so a 422
+    response = put("two.zip", zip_bytes({"a.nii.gz": image, "b.nii.gz": image}), True)
+    assert response.status_code == 200, response.text
+    expect(requests.post(f"{url}/infer/transbts", params={"session_id": response.json()["session_id"]}, headers=user,
+                         timeout=60), 422, "session_id")
+    assert session_store_listing() == home_before
+
+
+# --------------------------------------------------------------------------- removing an image
+def test_removing_an_image_moves_it_with_its_modalities(studies_copy: Path) -> None:
+    from lib.datastore import DELETED_IMAGES, FINAL_DELETED, BratsDatastore
+
+    studies = studies_copy
+    store = BratsDatastore(str(studies), allow_final_delete=True, auto_reload=False)
+    finals = sorted(store.get_labeled_images())
+    for case in [finals[0], sorted(set(store.list_images()) - set(finals))[0]]:
+        files = {"image": studies / f"{case}.nii.gz", "modalities": studies / "modalities" / f"{case}.nii.gz"}
+        hashes = {k: sha256(p) for k, p in files.items()}
+        store.remove_image(case)
+        assert not any(p.exists() for p in files.values()), "the image or its modalities stayed in the studies folder"
+        moved = {"image": list((studies / DELETED_IMAGES).glob(f"*/{case}.nii.gz")),
+                 "modalities": list((studies / DELETED_IMAGES).glob(f"*/modalities/{case}.nii.gz"))}
+        assert {k: [sha256(p) for p in v] for k, v in moved.items()} == {k: [h] for k, h in hashes.items()}
+        assert moved["image"][0].parent == moved["modalities"][0].parent.parent
+        assert case not in BratsDatastore(str(studies), auto_reload=False).list_images()
+    assert len(list((studies / "labels" / FINAL_DELETED).glob(f"*/{finals[0]}.nii.gz"))) == 1
 
 
 # --------------------------------------------------------------------------- 5./6. datastore file
@@ -627,7 +869,7 @@ def test_kill_9_during_pool_pseudo_labelling(tmp_path_factory: pytest.TempPathFa
     client = MONAILabelClient(server.url)
     try:
         client.train_start("transbts", {"max_epochs": 1})
-        wait_for(client.train_status, "teacher training")
+        wait_for_task(client.train_status, "teacher training")
         finals = final_hashes(studies)
         pool = sorted(set(client.datastore()["objects"]) - {n[: -len(".nii.gz")] for n in finals})
         pseudo_dir = studies / "labels" / "pseudo"
@@ -674,7 +916,7 @@ def test_kill_9_during_pool_pseudo_labelling(tmp_path_factory: pytest.TempPathFa
         response = requests.post(f"{server.url}/batch/infer/transbts", params={"images": "unlabeled"},
                                  json={"label_tag": "pseudo", "device": "cpu"}, timeout=30)
         assert response.status_code == 200, response.text
-        task = wait_for(lambda: batch_status(server.url), "pool rerun")
+        task = wait_for_task(lambda: batch_status(server.url), "pool rerun")
         objects = client.datastore()["objects"]
         assert all(set(objects[c]["labels"]) == {"pseudo"} for c in pool)
         assert all(objects[c]["labels"]["pseudo"]["info"]["teacher"]["sha256"] == sha for c, sha in complete.items())

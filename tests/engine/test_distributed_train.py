@@ -11,7 +11,6 @@ sees the same 4 crops whatever the rank count.  ``batch_size`` is per rank: 4 in
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +53,20 @@ def datalists(studies_template):
 
 
 @pytest.fixture(scope="module")
+def balanced_items(studies_template):
+    """2 clinician + 2 pseudo items: mode per_source draws 2 (clinician, pseudo) pairs per epoch."""
+    final = studies_datalist(studies_template, sources=("final",))
+    return final[:2] + [{**final[2], "source": "pseudo", "case": "p2"}, {**final[0], "source": "pseudo", "case": "p0"}]
+
+
+@pytest.fixture(scope="module")
+def one_process_balanced(balanced_items, tmp_path_factory):
+    """Reference of mode per_source: one process, batch 4 = both pairs, one step per epoch."""
+    out = tmp_path_factory.mktemp("one_balanced")
+    return train(balanced_items, [], out / "run", exact_config(4, mode="per_source"), progress=False)
+
+
+@pytest.fixture(scope="module")
 def one_process(datalists, tmp_path_factory):
     """Reference: one process, batch 4 (= the whole datalist, one step per epoch)."""
     items, val = datalists
@@ -62,9 +75,9 @@ def one_process(datalists, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_ranks(datalists, one_process, tmp_path_factory):
-    """Two ranks with batch 2 each: a fresh run, and the resume of a 1-process run stopped after
-    epoch 2 (same processes, to pay the start-up once)."""
+def two_ranks(datalists, balanced_items, one_process, tmp_path_factory):
+    """Two ranks with batch 2 each: a fresh run, the resume of a 1-process run stopped after
+    epoch 2, and a per_source run (same processes, to pay the start-up once)."""
     items, val = datalists
     tmp = tmp_path_factory.mktemp("two")
     stopped = tmp / "resumed"
@@ -76,6 +89,8 @@ def two_ranks(datalists, one_process, tmp_path_factory):
         "jobs": [
             {"items": items, "val": val, "out": str(tmp / "fresh"), "config": exact_config(2).to_dict(), "resume": False},
             {"items": items, "val": val, "out": str(stopped), "config": exact_config(2).to_dict(), "resume": True},
+            {"items": balanced_items, "val": [], "out": str(tmp / "balanced"),
+             "config": exact_config(2, mode="per_source").to_dict(), "resume": False},
         ],
         "result": str(tmp / "rank{rank}.json"),
     }
@@ -118,3 +133,46 @@ def test_only_rank_0_writes_and_a_run_resumes_on_another_number_of_ranks(one_pro
     assert [h["epoch"] for h in resumed["history"]] == list(range(1, EPOCHS + 1))
     for ours, ref in zip(resumed["history"], one_process.history):
         assert _close(ours["loss"], ref["loss"]), (ours["epoch"], ours["loss"], ref["loss"])
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_balanced_sampler_shards_whole_pairs_over_ranks(ranks):
+    """mode per_source under DDP: every rank draws whole (clinician, pseudo) pairs, the same number
+    of them, and together the ranks cover every pair of the epoch (padded by repeating the first)."""
+    from robustlabel.engine.sampler import DistributedSourceBalancedSampler, SourceBalancedSampler
+
+    flags = [False] * 3 + [True] * 7
+    base = SourceBalancedSampler(flags, seed=5)
+    samplers = [DistributedSourceBalancedSampler(SourceBalancedSampler(flags, seed=5), ranks, r) for r in range(ranks)]
+    for epoch in (1, 2):
+        base.set_epoch(epoch)
+        for s in samplers:
+            s.set_epoch(epoch)
+        drawn = [list(s) for s in samplers]
+        assert {len(d) for d in drawn} == {len(samplers[0])} and len(samplers[0]) == 2 * -(-7 // ranks)
+        pairs = [list(zip(d[0::2], d[1::2])) for d in drawn]
+        for rank_pairs in pairs:
+            assert all(not flags[c] and flags[p] for c, p in rank_pairs)  # every pair: clinician then pseudo
+        together = [pair for rank_pairs in pairs for pair in rank_pairs]
+        assert set(together) == set(base.pairs()) and len(together) - len(base.pairs()) < ranks
+    if ranks == 1:
+        assert list(samplers[0]) == list(base)  # one rank: exactly the single-process sampler
+
+
+def test_shard_splits_a_pool_into_disjoint_covering_parts():
+    from robustlabel.engine.distributed import DistContext, shard
+
+    for n in (0, 1, 2, 5, 16):
+        for world in (1, 2, 3):
+            parts = [shard(list(range(n)), DistContext(rank=r, world_size=world, backend="gloo")) for r in range(world)]
+            assert sorted(i for p in parts for i in p) == list(range(n))
+
+
+def test_balanced_per_source_batches_under_ddp_give_the_single_process_losses(one_process_balanced, two_ranks):
+    """mode per_source: each rank takes one whole (clinician, pseudo) pair per step, so the two
+    ranks' per-source means average to the single process' over both pairs."""
+    _, (rank0, _) = two_ranks
+    ours, reference = rank0[2]["history"], one_process_balanced.history
+    assert [h["iterations"] for h in ours] == [1] * EPOCHS and [h["iterations"] for h in reference] == [1] * EPOCHS
+    for a, b in zip(ours, reference):
+        assert _close(a["loss"], b["loss"]), (a["epoch"], a["loss"], b["loss"])

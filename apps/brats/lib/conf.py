@@ -36,6 +36,11 @@ key                       values (default)                 meaning
                                                            own (MONAI Label 0.8.5's start_server crashes
                                                            when MONAI_LABEL_CORS_ORIGINS is set; see
                                                            lib/server_guards.py)
+``allowed_hosts``         names, comma-separated ("")      ``Host`` names the server answers besides its
+                                                           own address and loopback (``name`` or
+                                                           ``name:port``; e.g. a reverse proxy's name)
+``sessions``              ``true|false`` (false)           serve MONAI Label's ``/session`` uploads
+                                                           (capped, in the temp folder: lib/sessions.py)
 ========================  ===============================  ==========================================
 
 q, β, α, γ default to the seed paper's BraTS values (``robustlabel.losses.PAPER_HPARAMS``).
@@ -153,6 +158,26 @@ def parse_origins(value: Any) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def parse_hosts(value: Any) -> tuple[str, ...]:
+    """``"a.example,b.example:8000"`` or a sequence → lower-case ``Host`` names (``name`` or ``name:port``)."""
+    names = [v for v in value.split(",")] if isinstance(value, str) else list(value or ())
+    hosts = []
+    for name in (str(n).strip().lower() for n in names):
+        if not name:
+            continue
+        try:
+            parts = urlsplit(f"//{name}")
+            valid = bool(parts.hostname) and not parts.path and not parts.query and parts.username is None
+            port = parts.port
+        except ValueError:
+            valid, port = False, None
+        if not valid or "*" in name:
+            raise AppRequestError(f"allowed_hosts: {name!r} is not a host name such as labelling.example or "
+                                  f"labelling.example:8000")
+        hosts.append(f"{parts.hostname}:{port}" if port is not None else str(parts.hostname))
+    return tuple(hosts)
+
+
 def parse_device(value: Any) -> str:
     """``auto`` | ``cpu`` | ``cuda``; ``cuda`` without a CUDA device is an error."""
     device = str(value).strip().lower()
@@ -200,6 +225,8 @@ class AppConf(LossSettings):
     max_upload_voxels: int = 4 * 256**3
     max_upload_bytes: int = 512 * 2**20
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    sessions: bool = False
 
     def resolved_device(self, requested: str | None = None) -> str:
         """The torch device to run on: the conf's unless it is ``auto``, then the request's
@@ -267,6 +294,8 @@ def parse_conf(conf: Mapping[str, Any], default_model_dir: str) -> AppConf:
         max_upload_voxels=parse_number("max_upload_voxels", conf.get("max_upload_voxels", AppConf.max_upload_voxels), int, lo=1),
         max_upload_bytes=parse_number("max_upload_bytes", conf.get("max_upload_bytes", AppConf.max_upload_bytes), int, lo=1),
         cors_origins=parse_origins(conf.get("cors_origins", "")),
+        allowed_hosts=parse_hosts(conf.get("allowed_hosts", "")),
+        sessions=parse_bool("sessions", conf.get("sessions", False)),
         mode=parse_mode(conf.get("mode", SOURCE_MODES[0])),
     )
     try:  # the loss library has the last word on hyper-parameter domains

@@ -8,6 +8,8 @@ Layout (docs/CONTRACTS.md, written by ``robustlabel import-brats``)::
     STUDIES/labels/final_history/<case>/<ts>.nii.gz   earlier versions of a re-submitted final label
     STUDIES/labels/final_deleted/<ts>/<case>.nii.gz   final labels deleted with allow_final_delete
     STUDIES/labels/pseudo/<case>.nii.gz            pool pseudo-labels (tag ``pseudo``) + <case>.json sidecar
+    STUDIES/deleted_images/<ts>/<case>.nii.gz      images removed through the API, with their
+    STUDIES/deleted_images/<ts>/modalities/<case>.nii.gz   4-D modalities (moved, never unlinked)
     STUDIES/datastore_v2.json                      MONAI Label's record of images, labels and infos
 
 Why a subclass and not the stock ``LocalDatastore`` (MONAI Label 0.8.5):
@@ -21,7 +23,9 @@ Why a subclass and not the stock ``LocalDatastore`` (MONAI Label 0.8.5):
   (HTTP 409); a re-submitted final label keeps the previous file in ``final_history``; deleting a
   final label -- directly or through ``remove_image`` -- is refused (HTTP 409) unless the server
   runs with ``--conf allow_final_delete true``, and then the file is moved to ``final_deleted``,
-  never unlinked.  A pseudo-label is never stored next to a final label, and saving a final label
+  never unlinked.  A removed image and its 4-D modalities file are moved together to
+  ``deleted_images/<timestamp>/`` (not listed: the datastore does not recurse), never unlinked.
+  A pseudo-label is never stored next to a final label, and saving a final label
   retires the image's pseudo-label (file, sidecar, record and scores) in the same transaction.
 * **An atomic datastore file.** The stock ``_update_datastore_file`` opens ``datastore_v2.json``
   with mode ``"w"`` (truncating it) and writes in place: a ``kill -9`` during the write left an
@@ -64,6 +68,7 @@ from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastor
 from monailabel.interfaces.datastore import DefaultLabelTag
 from robustlabel.data.labels import BRATS_LABELS, LabelValueError, check_label_values
 from robustlabel.data.nifti import NiftiReadError, atomic_path, read_nifti, write_json_atomic
+from robustlabel.data.studies import modalities_path
 
 from . import uploads
 from .errors import AppRequestError, FinalLabelProtectedError, ImageNotFoundError, InvalidLabelError, InvalidNameError
@@ -77,6 +82,8 @@ PSEUDO: str = "pseudo"
 FINAL_HISTORY: str = "final_history"
 FINAL_DELETED: str = "final_deleted"
 RESERVED_TAGS: frozenset[str] = frozenset({FINAL_HISTORY, FINAL_DELETED})
+#: folder of the studies folder that keeps removed images and their modalities
+DELETED_IMAGES: str = "deleted_images"
 #: label-info key that marks a label as a model output (``MONAILabelApp.infer`` sets it)
 MODEL_OUTPUT_KEY: str = "model"
 #: image-info keys of the pseudo_confidence scoring method (cleared when a final label arrives)
@@ -552,7 +559,8 @@ class BratsDatastore(LocalDatastore):
 
     def remove_image(self, image_id: str) -> None:
         """Remove an image and its labels; refused (409) while it has a final label, unless
-        ``allow_final_delete`` (the final label is then moved to ``final_deleted``)."""
+        ``allow_final_delete`` (the final label is then moved to ``final_deleted``).  The image and
+        its modalities file are moved to ``deleted_images/<timestamp>/``, never unlinked."""
         self.require_image(image_id, "id")
         with self.transaction() as model:
             obj = model.objects.get(image_id)
@@ -566,9 +574,23 @@ class BratsDatastore(LocalDatastore):
             for tag in list(obj.labels):
                 self.remove_label(image_id, tag)
             image = self._inside(Path(self._datastore.image_path()) / self._filename(image_id, obj.image.ext), "image")
-            image.unlink(missing_ok=True)
+            self._retire_image(image_id, image)
             model.objects.pop(image_id, None)
             self._dirty = True
+
+    def _retire_image(self, image_id: str, image: Path) -> None:
+        """Move ``image`` and its modalities file to ``deleted_images/<timestamp>/`` (modalities under
+        ``modalities/`` there); the image goes first, so it is never listed without its modalities."""
+        target = self._inside(self.studies_dir / DELETED_IMAGES / utc_stamp(), DELETED_IMAGES)
+        four_d = modalities_path(image)
+        for source, dest in ((image, target / image.name), (four_d, target / four_d.parent.name / four_d.name)):
+            if not source.exists():
+                continue
+            self._inside(source, "image")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, dest)
+            fsync_dir(dest.parent)
+            logger.info(f"Kept removed image {image_id}: {source} -> {dest}")
 
     def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
         self.update_image_infos({image_id: info})

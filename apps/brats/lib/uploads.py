@@ -6,7 +6,9 @@ Header first
     512³ voxels; reading it whole would allocate hundreds of MB before the shape check refused it.
 
     * a new image: voxels ``∏ shape ≤ max_upload_voxels``; file size and decompressed data size
-      ``∏ shape · itemsize`` both ``≤ max_upload_bytes`` (``--conf``, :mod:`lib.conf`);
+      ``∏ shape · itemsize`` both ``≤ max_upload_bytes`` (``--conf``, :mod:`lib.conf`); then,
+      within those caps, the data is decompressed once and counted: a file that holds fewer bytes
+      than ``vox_offset + ∏ shape · itemsize`` (a truncated upload) is refused;
     * a label: its shape must equal its image's, from both headers, before its values are read.
 
 Temporary uploads
@@ -162,7 +164,31 @@ def check_image_upload(path: str | os.PathLike, max_voxels: int, max_bytes: int,
             f"{what}: header shape {shape} of {image.get_data_dtype()} decompresses to {data_bytes} bytes, "
             f"over the cap of {max_bytes} bytes (--conf max_upload_bytes)"
         )
+    expected = int(getattr(image.dataobj, "offset", 0)) + data_bytes  # the header copy says offset 0
+    held = stored_bytes(path, expected, what)
+    if held < expected:
+        raise InvalidLabelError(f"{what}: truncated: the file holds {held} bytes, its header announces "
+                                f"{expected} (offset + shape {shape} of {image.get_data_dtype()})")
     return shape
+
+
+def stored_bytes(path: str | os.PathLike, limit: int, what: str = "file") -> int:
+    """Bytes the NIfTI file holds once decompressed, counted up to ``limit`` (never past it).
+
+    Raises:
+        InvalidLabelError: the compressed stream is corrupt (HTTP 422).
+    """
+    held = 0
+    try:
+        with nib.openers.ImageOpener(str(path), "rb") as stream:
+            while held < limit:
+                chunk = stream.read(min(1 << 20, limit - held))
+                if not chunk:
+                    break
+                held += len(chunk)
+    except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile is an OSError
+        raise InvalidLabelError(f"{what}: the compressed data cannot be read ({type(exc).__name__}: {exc})") from None
+    return held
 
 
 def check_label_header(label_path: str | os.PathLike, image_path: str | os.PathLike, image_id: str) -> None:

@@ -48,13 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustlabel.engine.distributed import close_distributed, init_distributed
+    from robustlabel.engine.distributed import run_as_rank
 
-    try:
-        ctx = init_distributed(args.device)  # under torchrun this process is one rank of the job
-        return _label(args, report=ctx.is_main)
-    finally:
-        close_distributed()
+    return run_as_rank(_label, args, args.device)
 
 
 def _label(args: argparse.Namespace, report: bool) -> int:

@@ -122,13 +122,9 @@ def precision_fields(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustlabel.engine.distributed import close_distributed, init_distributed
+    from robustlabel.engine.distributed import run_as_rank
 
-    try:
-        ctx = init_distributed(args.device)  # under torchrun this process is one rank of the job
-        return _rounds(args, report=ctx.is_main)
-    finally:
-        close_distributed()
+    return run_as_rank(_rounds, args, args.device)
 
 
 def _rounds(args: argparse.Namespace, report: bool) -> int:

@@ -136,16 +136,25 @@ def read_class_names(path: str | os.PathLike, num_classes: int = NUM_CLASSES) ->
     return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
+def resolve_dataset_dir(root: str | os.PathLike, dirname: str, marker: str, what: str) -> Path:
+    """``root`` itself when it holds the file ``marker`` (or is named ``dirname``), else ``root/dirname``.
+
+    Raises:
+        CifarFormatError: naming ``root`` when neither holds the dataset ``what``.
+    """
+    root = Path(root)
+    if (root / marker).is_file() or root.name == dirname:
+        return root
+    if (root / dirname).is_dir():
+        return root / dirname
+    if not root.exists():
+        raise CifarFormatError(f"{root}: {what} folder not found")
+    raise CifarFormatError(f"{root}: neither it nor {root / dirname} holds the {what} python files")
+
+
 def resolve_cifar10_dir(root: str | os.PathLike) -> Path:
     """``root`` itself when it holds ``data_batch_1``, else ``root/cifar-10-batches-py``."""
-    root = Path(root)
-    if (root / TRAIN_BATCHES[0]).exists() or root.name == CIFAR10_DIRNAME:
-        return root
-    if (root / CIFAR10_DIRNAME).is_dir():
-        return root / CIFAR10_DIRNAME
-    if not root.exists():
-        raise CifarFormatError(f"{root}: CIFAR-10 folder not found")
-    raise CifarFormatError(f"{root}: neither it nor {root / CIFAR10_DIRNAME} holds the CIFAR-10 python batches")
+    return resolve_dataset_dir(root, CIFAR10_DIRNAME, TRAIN_BATCHES[0], "CIFAR-10")
 
 
 def load_cifar10(root: str | os.PathLike) -> tuple[ImageSet, ImageSet]:

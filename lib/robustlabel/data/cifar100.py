@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .cifar import (
+    resolve_dataset_dir,
     IMAGE_SHAPE,
     CifarFormatError,
     ImageSet,
@@ -99,14 +100,7 @@ def read_cifar100_names(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple
 
 def resolve_cifar100_dir(root: str | os.PathLike) -> Path:
     """``root`` itself when it holds ``train``, else ``root/cifar-100-python``."""
-    root = Path(root)
-    if (root / TRAIN_FILE).is_file() or root.name == CIFAR100_DIRNAME:
-        return root
-    if (root / CIFAR100_DIRNAME).is_dir():
-        return root / CIFAR100_DIRNAME
-    if not root.exists():
-        raise CifarFormatError(f"{root}: CIFAR-100 folder not found")
-    raise CifarFormatError(f"{root}: neither it nor {root / CIFAR100_DIRNAME} holds the CIFAR-100 python files")
+    return resolve_dataset_dir(root, CIFAR100_DIRNAME, TRAIN_FILE, "CIFAR-100")
 
 
 def load_cifar100(root: str | os.PathLike) -> tuple[ImageSet, ImageSet]:

@@ -9,7 +9,10 @@
 * :func:`student_items` (:mod:`.pseudo_label`): a pool's pseudo-label results → the student's
   datalist items;
 * :class:`SourceBalancedSampler` (:mod:`.sampler`): 1:1 clinician/pseudo batches of
-  ``mode="per_source"``.
+  ``mode="per_source"`` (:class:`DistributedSourceBalancedSampler`: its share on one rank);
+* ``torch.distributed`` (:mod:`.distributed`, :mod:`.pool_shards`, :mod:`.local_ranks`):
+  :func:`init_distributed` joins a torchrun job, :func:`label_pool` shards the pool over the
+  ranks, :func:`launch_local` / :func:`train_on_local_ranks` start ranks from Python.
 
 Names are imported lazily, so ``import robustlabel.engine.<module>`` stays cheap.
 """
@@ -39,6 +42,11 @@ _EXPORTS: dict[str, str] = {
     "rank_by_uncertainty": "pseudo_label",
     "student_items": "pseudo_label",
     "SourceBalancedSampler": "sampler",
+    "DistributedSourceBalancedSampler": "sampler",
+    "init_distributed": "distributed",
+    "launch_local": "distributed",
+    "label_pool": "pool_shards",
+    "train_on_local_ranks": "local_ranks",
     "evaluate_checkpoint": "evaluate",
     "RoundsConfig": "rounds",
     "RoundsResult": "rounds",

@@ -2,14 +2,15 @@
 
 BraTS volumes are skull-stripped: outside the brain every modality is exactly 0 (and stays 0
 after the z-scoring of :func:`robustlabel.data.transforms.infer_transforms`, which normalises
-non-zero voxels only).  A 240×240×155 volume is about 40 % brain by bounding box, so running the
-sliding window only on
+non-zero voxels only).  The brain's bounding box is typically under half of a 240×240×155
+volume, so running the sliding window only on
 
 .. math:: \\mathcal{B} = \\text{bbox}\\{v : x_{c,v} ≠ 0 \\text{ for some modality } c\\} ⊕ m
 
 (the smallest box holding every non-zero voxel, grown by ``m`` voxels on each side and clipped to
 the volume; MONAI's :func:`~monai.transforms.utils.generate_spatial_bounding_box`, the box of
-``CropForeground``) cuts the windows, and therefore the time, by about that factor.  Outside
+``CropForeground``) cuts the windows, and with them the time, roughly in proportion (in steps of
+whole windows: ``scripts/bench_crop.py`` counts them).  Outside
 ``𝓑`` the result is background with probability 1:
 
 .. math:: p_{v} = \\begin{cases} \\text{predictor}(x_{𝓑})_{v} & v ∈ 𝓑 \\\\ e_0 & v ∉ 𝓑 \\end{cases}
@@ -20,6 +21,14 @@ weights); the margin keeps every foreground voxel at least ``m`` voxels inside t
 
 A batch ``(B, C, *S)`` (the pool stacks volumes of equal shape) is cropped to the union of its
 volumes' boxes, so it still runs as one batch.
+
+**Aligned crop** (``windows=(roi_size, overlap)``, :func:`align_to_windows`): the box is grown so
+that every window of the sliding window on the crop is also a window of the whole-volume sliding
+window (starts on its grid of step ``s = ⌊r(1 − overlap)⌋``, last window on a grid point or on the
+volume's end).  Then a voxel farther than ``r − s`` (the window overlap) from every box face that
+is not a volume face is covered by exactly the same windows, with the same Gaussian weights, as
+without the crop, and gets the same probabilities up to float rounding; with a margin ≥ ``r − s``
+that holds for every non-zero voxel.  The price is a larger box (up to one step per side).
 
 **A volume of zeros** (every voxel of every modality 0, for the whole batch) has an empty box:
 the predictor is **not run** and the result is background everywhere.  That needs the number of
@@ -64,6 +73,36 @@ def foreground_box(image: torch.Tensor, margin: int | Sequence[int] = DEFAULT_MA
     return tuple(slice(int(s), int(e)) for s, e in zip(start, end))
 
 
+def align_to_windows(
+    box: Box, spatial_shape: Sequence[int], roi_size: Sequence[int], overlap: float
+) -> Box:
+    """Grow ``box`` to the window grid of MONAI's sliding window over the whole volume.
+
+    Per axis of size ``n`` with window ``r`` and step ``s = max(⌊r(1 − overlap)⌋, 1)``: the start
+    goes down to a multiple of ``s``; the end goes up to ``start + r + k s`` (the smallest such
+    ``k ≥ 0``), or to ``n`` when that passes the volume (then the start goes down to a grid point
+    at most ``n − r``); an axis with ``n ≤ r`` is kept whole.
+
+    Raises:
+        ValueError: lengths of ``box``, ``spatial_shape`` and ``roi_size`` differ.
+    """
+    if not len(box) == len(spatial_shape) == len(roi_size):
+        raise ValueError(f"box {box}, shape {tuple(spatial_shape)} and roi {tuple(roi_size)} need one entry per axis")
+    out = []
+    for sl, n, r in zip(box, (int(v) for v in spatial_shape), (int(v) for v in roi_size)):
+        if n <= r:
+            out.append(slice(0, n))
+            continue
+        step = max(int(r * (1 - float(overlap))), 1)
+        start = (sl.start // step) * step
+        stop = start + r + -(-(max(sl.stop, start + r) - start - r) // step) * step
+        if stop >= n:
+            stop = n
+            start = min(start, ((n - r) // step) * step)
+        out.append(slice(start, stop))
+    return tuple(out)
+
+
 def paste(crop: torch.Tensor, box: Box | None, spatial_shape: Sequence[int]) -> torch.Tensor:
     """A full-size probability map ``(B, K, *spatial_shape)``: ``crop`` ``(B, K, *box)`` inside
     ``box``, class 0 with probability 1 elsewhere (everywhere when ``box`` is ``None``, with
@@ -90,6 +129,7 @@ def predict_in_foreground(
     *,
     margin: int | Sequence[int] = DEFAULT_MARGIN,
     num_classes: int | None = None,
+    windows: tuple[Sequence[int], float] | None = None,
 ) -> torch.Tensor:
     """Run ``predictor`` on the foreground box of ``images`` ``(B, C, *S)`` and paste its
     ``(B, K, *box)`` probabilities into a full-size ``(B, K, *S)`` map (see the module docstring).
@@ -98,6 +138,8 @@ def predict_in_foreground(
         predictor: maps ``(B, C, *s)`` images to ``(B, K, *s)`` probabilities.
         margin: voxels added on each side of the non-zero box.
         num_classes: ``K``; lets an all-zero batch skip the predictor (background everywhere).
+        windows: ``(roi_size, overlap)`` of the predictor's sliding window: align the box to its
+            whole-volume window grid (:func:`align_to_windows`); ``None``: the plain box.
 
     Raises:
         ValueError: ``images`` is not ``(B, C, *S)``.
@@ -111,6 +153,8 @@ def predict_in_foreground(
             return predictor(images)  # documented: without K the network runs on the whole volume
         empty = torch.zeros((images.shape[0], int(num_classes), *([0] * len(spatial))), device=images.device)
         return paste(empty, None, spatial)
+    if windows is not None:
+        box = align_to_windows(box, spatial, windows[0], windows[1])
     if all(s.start == 0 and s.stop == n for s, n in zip(box, spatial)):
         return predictor(images)  # the box is the whole volume: nothing to crop
     return paste(predictor(images[(slice(None), slice(None), *box)]), box, spatial)

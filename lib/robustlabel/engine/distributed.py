@@ -48,6 +48,7 @@ RANK_ENV, LOCAL_RANK_ENV, WORLD_SIZE_ENV = "RANK", "LOCAL_RANK", "WORLD_SIZE"
 LOOPBACK = "127.0.0.1"
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,24 @@ def close_distributed() -> None:
     """Leave the process group (no-op without one)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run_as_rank(fn: Callable[[Any, bool], R], args: Any, device: str | torch.device = "auto") -> R:
+    """``fn(args, is_main)`` as one rank of the job (a single process outside torchrun).
+
+    The entry points' shared frame: join the process group (:func:`init_distributed`), run, and
+    always leave it again, so that a failing rank does not keep its peers waiting.
+
+    Args:
+        fn: the work; its second argument is ``True`` on rank 0, which alone reports.
+        args: passed through to ``fn``.
+        device: as for :func:`init_distributed`.
+    """
+    try:
+        ctx = init_distributed(device)  # under torchrun this process is one rank of the job
+        return fn(args, ctx.is_main)
+    finally:
+        close_distributed()
 
 
 def rank_device(device: str | torch.device = "auto") -> torch.device:

@@ -50,6 +50,11 @@ class WindowSettings:
         overlap: overlap of neighbouring windows, in ``[0, 1)``.
         crop_margin: crop to the non-zero bounding box grown by this many voxels before the
             sliding window (:mod:`robustlabel.engine.crop`); ``None`` runs on the whole volume.
+        crop_align: grow the box to the whole-volume window grid, so that voxels away from the
+            box faces get exactly the uncropped probabilities (:func:`~robustlabel.engine.crop.align_to_windows`);
+            default on: the labels stay those of the uncropped sliding window.  Off, the box is
+            smaller (fewer windows where the grid step is large, e.g. 128³ windows on 240³) but
+            the labels move slightly (``scripts/bench_crop.py``).
 
     Raises:
         ValueError: ``sw_batch_size < 1``, ``overlap`` outside ``[0, 1)`` or a negative margin.
@@ -58,6 +63,7 @@ class WindowSettings:
     sw_batch_size: int = 1
     overlap: float = STOCK_OVERLAP
     crop_margin: int | None = DEFAULT_MARGIN
+    crop_align: bool = True
 
     def __post_init__(self) -> None:
         if int(self.sw_batch_size) < 1:
@@ -70,7 +76,7 @@ class WindowSettings:
     @classmethod
     def stock(cls, sw_batch_size: int = 1) -> WindowSettings:
         """Today's behaviour, the baseline that never benefits from new code: no crop, overlap 0.5."""
-        return cls(sw_batch_size=sw_batch_size, overlap=STOCK_OVERLAP, crop_margin=None)
+        return cls(sw_batch_size=sw_batch_size, overlap=STOCK_OVERLAP, crop_margin=None, crop_align=False)
 
     def inferer(self, roi_size: Sequence[int]) -> SlidingWindowInferer:
         """:func:`make_inferer` with these settings."""
@@ -105,6 +111,7 @@ def predict_probabilities(
     *,
     crop_margin: int | None = None,
     num_classes: int | None = None,
+    crop_align: bool = False,
 ) -> torch.Tensor:
     """Softmax probabilities ``(B, C, *S)`` (float32) of ``images`` ``(B, in_channels, *S)``.
 
@@ -117,6 +124,8 @@ def predict_probabilities(
             (:func:`robustlabel.engine.crop.predict_in_foreground`).
         num_classes: ``C``, so that an all-zero volume skips the network (default: the
             network's ``out_channels`` attribute where it has one).
+        crop_align: align the crop to ``inferer``'s whole-volume window grid
+            (:func:`robustlabel.engine.crop.align_to_windows`).
     """
     network.eval()
     images = images.as_tensor() if hasattr(images, "as_tensor") else images
@@ -131,4 +140,5 @@ def predict_probabilities(
     if num_classes is None:
         num_classes = getattr(network, "out_channels", None)
     with torch.inference_mode():
-        return predict_in_foreground(predict, images, margin=int(crop_margin), num_classes=num_classes)
+        windows = (inferer.roi_size, float(inferer.overlap)) if crop_align else None
+        return predict_in_foreground(predict, images, margin=int(crop_margin), num_classes=num_classes, windows=windows)
