@@ -68,7 +68,7 @@ from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastor
 from monailabel.interfaces.datastore import DefaultLabelTag
 from robustlabel.data.labels import BRATS_LABELS, LabelValueError, check_label_values
 from robustlabel.data.nifti import NiftiReadError, atomic_path, read_nifti, write_json_atomic
-from robustlabel.data.studies import modalities_path
+from robustlabel.data.studies import FINAL, PSEUDO, modalities_path
 
 from . import uploads
 from .errors import AppRequestError, FinalLabelProtectedError, ImageNotFoundError, InvalidLabelError, InvalidNameError
@@ -76,8 +76,9 @@ from .names import TAG_PATTERN, check_image_id, check_tag, require_inside
 
 logger = logging.getLogger(__name__)
 
-FINAL: str = DefaultLabelTag.FINAL.value
-PSEUDO: str = "pseudo"
+# the tags are defined once, in the library; MONAI Label and Slicer call clinician labels "final" too
+if FINAL != DefaultLabelTag.FINAL.value:  # pragma: no cover - a MONAI Label upgrade that renamed the tag
+    raise ImportError(f"robustlabel's clinician tag {FINAL!r} is not MONAI Label's {DefaultLabelTag.FINAL.value!r}")
 #: folders under ``labels/`` that hold retired final labels; never tags
 FINAL_HISTORY: str = "final_history"
 FINAL_DELETED: str = "final_deleted"

@@ -57,7 +57,9 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "robustlabel_manifest.json"
 MODALITIES_DIR = "modalities"
 LABELS_DIR = "labels"
+#: datastore tag of clinician labels (MONAI Label's ``DefaultLabelTag.FINAL``): ground truth, never a model's output
 FINAL = "final"
+#: datastore tag of the teacher's pool pseudo-labels; the one place both tags are defined
 PSEUDO = "pseudo"
 #: file suffix of everything import-brats writes
 STUDY_SUFFIX = ".nii.gz"

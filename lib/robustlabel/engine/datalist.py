@@ -16,9 +16,8 @@ import torch
 from monai.data import DataLoader, Dataset
 
 from ..data.nifti import NiftiReadError, read_nifti
+from ..data.studies import FINAL, PSEUDO
 
-FINAL = "final"
-PSEUDO = "pseudo"
 SOURCES: tuple[str, ...] = (FINAL, PSEUDO)
 #: keys of an item that name files
 FILE_KEYS: tuple[str, ...] = ("image", "label")
