@@ -71,7 +71,7 @@ logger = logging.getLogger(__name__)
 #: models this app can serve
 AVAILABLE_MODELS: tuple[str, ...] = ("transbts",)
 #: robust losses a pseudo-label may be trained with, and the hyper-parameters each one takes
-PSEUDO_LOSSES: dict[str, tuple[str, ...]] = {"gce": ("q",), "bce": ("beta",), "sce": ("alpha", "gamma"), "ce": ()}
+PSEUDO_LOSSES: dict[str, tuple[str, ...]] = {**{loss: tuple(params) for loss, params in PAPER_HPARAMS["brats"].items()}, "ce": ()}
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: keys a train request may override
 TRAIN_OVERRIDES: tuple[str, ...] = (

@@ -19,15 +19,15 @@ import torch
 # SOURCE_MODES (re-exported): the ``mode`` choices, how the two label sources are weighted
 from ..losses.source_aware import SOURCE_MODES as SOURCE_MODES
 
+from ..losses.hparams import paper_params
+
 # re-exported: engine.pseudo_label and scripts/brats_robust_ssl.py still import it from here
 from ..machine import resolve_device as resolve_device
 
-#: The seed paper's BraTS value of each robust loss' hyper-parameter (Cui et al., Sec. 3.2).
+#: The seed paper's BraTS value of each robust loss' hyper-parameter (Cui et al., Sec. 3.2), read
+#: from :data:`robustlabel.losses.hparams.PAPER_HPARAMS`; ``beta_ce`` is the library's name of ``bce``
 DEFAULT_PSEUDO_PARAMS: dict[str, dict[str, float]] = {
-    "gce": {"q": 0.7},
-    "bce": {"beta": 0.001},
-    "beta_ce": {"beta": 0.001},
-    "sce": {"alpha": 0.01, "gamma": 1.0},
+    name: paper_params(name) for name in ("gce", "bce", "beta_ce", "sce")
 }
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: ``--precision`` choices: float32 everywhere (the seed paper), or autocast to bf16 / fp16 on CUDA

@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from .base import PixelwiseLoss
+from .hparams import PAPER_HPARAMS as PAPER_HPARAMS  # re-exported: robustlabel.losses.PAPER_HPARAMS
 from .pu import (
     ClassDependentSigmoidLoss,
     ClassDependentSoftmaxLoss,
@@ -34,13 +35,6 @@ LOSSES: dict[str, type[PixelwiseLoss]] = {
     "hard_bootstrap": HardBootstrapLoss,
     "param_sigmoid": ParametrisedSigmoidLoss,
 }
-
-#: The seed paper's robust-loss hyper-parameters, chosen on its validation sets.
-PAPER_HPARAMS: dict[str, dict[str, dict[str, float]]] = {
-    "cifar10": {"bce": {"beta": 5.0}, "gce": {"q": 0.9}, "sce": {"alpha": 0.1, "gamma": 0.01}},
-    "brats": {"bce": {"beta": 0.001}, "gce": {"q": 0.7}, "sce": {"alpha": 0.01, "gamma": 1.0}},
-}
-
 
 def get_loss(name: str, **params: Any) -> PixelwiseLoss:
     """Build the loss called ``name`` with its hyper-parameters.

@@ -12,6 +12,7 @@ import math
 import torch
 
 from .base import PixelwiseLoss, check_positive
+from .hparams import BRATS_HPARAMS
 from .fused import beta_cross_entropy
 
 #: RCE's clipped ``log 0`` (Wang et al. 2019, "Symmetric Cross Entropy for Robust Learning").
@@ -36,7 +37,7 @@ class GeneralizedCrossEntropyLoss(PixelwiseLoss):
     Paper values: ``q = 0.9`` (CIFAR-10), ``q = 0.7`` (BraTS).
     """
 
-    def __init__(self, q: float = 0.7, reduction: str = "mean", ignore_index: int = -100) -> None:
+    def __init__(self, q: float = BRATS_HPARAMS["gce"]["q"], reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__(reduction, ignore_index)
         self.q = check_positive("q", q, upper=1.0)
 
@@ -60,7 +61,7 @@ class BetaCrossEntropyLoss(PixelwiseLoss):
     Paper values: ``β = 5`` (CIFAR-10), ``β = 0.001`` (BraTS).
     """
 
-    def __init__(self, beta: float = 0.001, reduction: str = "mean", ignore_index: int = -100) -> None:
+    def __init__(self, beta: float = BRATS_HPARAMS["bce"]["beta"], reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__(reduction, ignore_index)
         self.beta = check_positive("beta", beta)
 
@@ -108,8 +109,8 @@ class SymmetricCrossEntropyLoss(PixelwiseLoss):
 
     def __init__(
         self,
-        alpha: float = 0.01,
-        gamma: float = 1.0,
+        alpha: float = BRATS_HPARAMS["sce"]["alpha"],
+        gamma: float = BRATS_HPARAMS["sce"]["gamma"],
         A: float = DEFAULT_A,
         reduction: str = "mean",
         ignore_index: int = -100,

@@ -72,7 +72,7 @@ class SourceAwareLoss(nn.Module):
     ) -> None:
         super().__init__()
         clinician = clinician if clinician is not None else get_loss("ce")
-        pseudo = pseudo if pseudo is not None else get_loss("gce", q=0.7)
+        pseudo = pseudo if pseudo is not None else get_loss("gce")  # q: the paper's BraTS value
         for role, loss in (("clinician", clinician), ("pseudo", pseudo)):
             if not isinstance(loss, PixelwiseLoss):
                 raise ValueError(f"{role} must be a robustlabel loss (see get_loss), got {type(loss).__name__}")
