@@ -13,10 +13,9 @@ from robustlabel.experiments.voc_fcn_training import (
     best_of_last,
     build_fcn,
     build_loss,
-    inverse_frequency_weights,
     train_fcn,
 )
-from robustlabel.losses import get_loss
+from robustlabel.losses import get_loss, inverse_frequency_weights
 
 
 def test_background_sigmoid_loss_is_eq8_on_the_logit_difference_and_ignores_void():
@@ -50,9 +49,10 @@ def test_pixel_summed_losses_skip_void_pixels():
 
 def test_inverse_frequency_weights_balance_the_observed_labels():
     maps = [np.array([[0, 0, 0, 1], [0, 0, VOID, VOID]], np.uint8)]
-    weights = inverse_frequency_weights(maps, 2)  # 5 background, 1 foreground, void not counted
+    # 5 background, 1 foreground, void not counted
+    weights = inverse_frequency_weights(maps, 2, ignore_index=VOID, normalise="total")
     assert weights == pytest.approx([6 / (2 * 5), 6 / (2 * 1)])
-    assert inverse_frequency_weights(maps, 3)[2] == 1.0
+    assert inverse_frequency_weights(maps, 3, ignore_index=VOID, normalise="total")[2] == 1.0
 
 
 def test_snapshots_and_best_of_last_five():

@@ -110,21 +110,41 @@ def read_cifar_batch(path: str | os.PathLike, num_classes: int = NUM_CLASSES) ->
     """Read one batch file: images ``(N, 3, 32, 32)`` ``uint8`` and labels ``(N,)`` ``int64``."""
     path = Path(path)
     obj = _unpickle(path)
-    data = _field(obj, "data", path)
-    labels = _field(obj, "labels", path)
+    data, labels = _field(obj, "data", path), _field(obj, "labels", path)
+    images = check_images(data, path)
+    return images, check_labels(labels, "labels", len(images), num_classes, path, name="labels")
+
+
+def check_images(data: Any, path: Path) -> np.ndarray:
+    """The ``b'data'`` field of a CIFAR pickle as ``(N, 3, 32, 32)`` uint8 images.
+
+    Raises:
+        CifarFormatError: naming ``path`` unless ``data`` is a uint8 array of shape ``(N, 3072)``.
+    """
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
         raise CifarFormatError(f"{path}: b'data' must be a uint8 NumPy array, got {getattr(data, 'dtype', type(data).__name__)}")
     if data.ndim != 2 or data.shape[1] != int(np.prod(IMAGE_SHAPE)):
         raise CifarFormatError(f"{path}: b'data' must have shape (N, 3072), got {data.shape}")
+    return data.reshape(-1, *IMAGE_SHAPE)
+
+
+def check_labels(values: Any, key: str, num_images: int, num_classes: int, path: Path, name: str | None = None) -> np.ndarray:
+    """A label field ``b'<key>'`` of a CIFAR pickle as ``(N,)`` int64 in ``[0, num_classes)``.
+
+    Raises:
+        CifarFormatError: naming ``path`` and the field (``name``, default ``b'<key>'``) when the
+            labels are not integers, not one per image, or out of range.
+    """
+    name = name or f"b'{key}'"
     try:
-        labels = np.asarray(labels, dtype=np.int64)
+        labels = np.asarray(values, dtype=np.int64)
     except (TypeError, ValueError) as exc:
-        raise CifarFormatError(f"{path}: b'labels' must be a list of integers ({exc})") from exc
-    if labels.shape != (data.shape[0],):
-        raise CifarFormatError(f"{path}: {data.shape[0]} images but b'labels' has shape {labels.shape}")
+        raise CifarFormatError(f"{path}: b'{key}' must be a list of integers ({exc})") from exc
+    if labels.shape != (num_images,):
+        raise CifarFormatError(f"{path}: {num_images} images but b'{key}' has shape {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise CifarFormatError(f"{path}: labels must lie in [0, {num_classes}), found [{labels.min()}, {labels.max()}]")
-    return data.reshape(-1, *IMAGE_SHAPE), labels
+        raise CifarFormatError(f"{path}: {name} must lie in [0, {num_classes}), found [{labels.min()}, {labels.max()}]")
+    return labels
 
 
 def read_class_names(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> tuple[str, ...]:

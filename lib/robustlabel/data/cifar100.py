@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from .cifar import (
+    check_images,
+    check_labels,
     resolve_dataset_dir,
-    IMAGE_SHAPE,
     CifarFormatError,
     ImageSet,
     _atomic_pickle,
@@ -65,22 +66,10 @@ def read_cifar100_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray,
         raise CifarFormatError(f"{path}: file not found (expected the CIFAR-100 python layout in {path.parent})")
     obj = _unpickle(path)
     data = _field(obj, "data", path)
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
-        raise CifarFormatError(f"{path}: b'data' must be a uint8 NumPy array, got {getattr(data, 'dtype', type(data).__name__)}")
-    if data.ndim != 2 or data.shape[1] != int(np.prod(IMAGE_SHAPE)):
-        raise CifarFormatError(f"{path}: b'data' must have shape (N, 3072), got {data.shape}")
-    labels = []
-    for key, n_classes in (("fine_labels", NUM_FINE), ("coarse_labels", NUM_COARSE)):
-        try:
-            values = np.asarray(_field(obj, key, path), dtype=np.int64)
-        except (TypeError, ValueError) as exc:
-            raise CifarFormatError(f"{path}: b'{key}' must be a list of integers ({exc})") from exc
-        if values.shape != (data.shape[0],):
-            raise CifarFormatError(f"{path}: {data.shape[0]} images but b'{key}' has shape {values.shape}")
-        if values.size and (values.min() < 0 or values.max() >= n_classes):
-            raise CifarFormatError(f"{path}: b'{key}' must lie in [0, {n_classes}), found [{values.min()}, {values.max()}]")
-        labels.append(values)
-    return data.reshape(-1, *IMAGE_SHAPE), labels[0], labels[1]
+    images = check_images(data, path)
+    fine, coarse = (check_labels(_field(obj, key, path), key, len(images), n_classes, path)
+                    for key, n_classes in (("fine_labels", NUM_FINE), ("coarse_labels", NUM_COARSE)))
+    return images, fine, coarse
 
 
 def read_cifar100_names(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[str, ...]]:

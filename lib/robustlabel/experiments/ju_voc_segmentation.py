@@ -44,9 +44,9 @@ from robustlabel.experiments.voc_fcn_training import (
     best_of_last,
     build_fcn,
     build_loss,
-    inverse_frequency_weights,
     train_fcn,
 )
+from robustlabel.losses import inverse_frequency_weights
 from robustlabel.metrics.segmentation import confusion_matrix, segmentation_scores
 from robustlabel.reporting import (
     Measurement,
@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> Path:
             targets = binary_targets(selection.train, args.unsegmented_p, repeat if row.unsegmented else None)
             weights = None
             if row.loss == "class_weighted":
-                weights = list(args.class_weights) if args.class_weights else inverse_frequency_weights(targets, 2)
+                weights = list(args.class_weights) if args.class_weights else inverse_frequency_weights(
+                    targets, 2, ignore_index=VOID, normalise="total")
             model = build_fcn(2, args.width, args.head_init, args.alexnet_weights, seed=repeat)
             state = None if args.quick else out / "states" / f"r{repeat}_{row.key}.pt"
             result = train_fcn(model, train_images, targets, build_loss(row.loss, 2, weights), solver, seed=repeat,

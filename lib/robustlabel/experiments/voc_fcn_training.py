@@ -98,17 +98,6 @@ class BackgroundSigmoidLoss(nn.Module):
         return self.loss(logits[:, 1:2] - logits[:, 0:1], target)
 
 
-def inverse_frequency_weights(targets: Sequence[np.ndarray], n_classes: int) -> list[float]:
-    """Class weights ``w_k = N / (K · n_k)`` from the observed (noisy) label maps, void excluded,
-    so that ``Σ_k w_k n_k = N``; a class that never occurs gets weight 1."""
-    counts = np.zeros(n_classes, dtype=np.float64)
-    for t in targets:
-        kept = t[t != VOID].astype(np.int64)
-        counts += np.bincount(kept, minlength=n_classes)[:n_classes]
-    total = counts.sum()
-    return [float(total / (n_classes * c)) if c > 0 else 1.0 for c in counts]
-
-
 def build_loss(name: str, n_classes: int, weights: Sequence[float] | None = None) -> nn.Module:
     """A void-ignoring, pixel-summed loss: ``logistic`` (cross-entropy), ``class_weighted``
     (Eq. 7 with ``weights``) or ``sigmoid`` (Eq. 8 for two classes, Eq. 9 for more).

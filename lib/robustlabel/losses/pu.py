@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -232,24 +233,62 @@ class ParametrisedSigmoidLoss(ClassDependentSigmoidLoss):
         return f"alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, " + super().extra_repr()
 
 
-def inverse_frequency_weights(labels: Sequence[int] | torch.Tensor, num_classes: int) -> list[float]:
+#: ``normalise`` choices of :func:`inverse_frequency_weights`
+FREQUENCY_NORMALISATIONS: tuple[str, ...] = ("mean", "total")
+
+
+def inverse_frequency_weights(
+    labels: Sequence[int] | torch.Tensor | Sequence[np.ndarray],
+    num_classes: int,
+    *,
+    ignore_index: int | None = None,
+    normalise: str = "mean",
+) -> list[float]:
     r"""Class weights from the observed labels (thesis Sec. 4, "implementation details").
 
-    .. math:: w_k = \frac{1/n_k}{\frac{1}{|K_+|}\sum_{j∈K_+} 1/n_j}, \qquad k ∈ K_+ = \{k : n_k > 0\},
+    With ``n_k`` the count of label ``k`` (``ignore_index`` not counted), ``N = Σ_k n_k`` and
+    ``K_+ = \{k : n_k > 0\}``, both normalisations weight a class by its inverse frequency:
 
-    the inverse frequency of each observed label, normalised to mean 1 over the classes that
-    occur; a class without any label gets ``w_k = 0`` (it contributes no loss anyway).
+    * ``"mean"`` (CIFAR PU):
+      :math:`w_k = \frac{1/n_k}{\frac{1}{|K_+|}\sum_{j∈K_+} 1/n_j}` for ``k ∈ K_+``, mean 1 over
+      the classes that occur; an absent class gets ``w_k = 0`` (it contributes no loss anyway);
+    * ``"total"`` (VOC, a summed pixel loss): :math:`w_k = \frac{N}{K\, n_k}`, so that
+      ``Σ_k w_k n_k = N`` keeps the scale of the unweighted sum; an absent class gets ``w_k = 1``.
+
+    Args:
+        labels: integer labels, or a sequence of label arrays (e.g. label maps of different
+            shapes), counted one by one.
+        num_classes: ``K``.
+        ignore_index: a label value that is not counted (VOC's void, 255).
+        normalise: ``"mean"`` or ``"total"``.
 
     Raises:
-        ValueError: ``num_classes < 1``, no labels, or labels outside ``[0, num_classes)``.
+        ValueError: ``num_classes < 1``, no labels, labels outside ``[0, num_classes)`` or an
+            unknown ``normalise``.
     """
-    y = torch.as_tensor(labels).long().flatten()
-    if num_classes < 1 or y.numel() == 0:
-        raise ValueError(f"need num_classes >= 1 and at least one label, got {num_classes} and {y.numel()} labels")
-    if int(y.min()) < 0 or int(y.max()) >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), found [{int(y.min())}, {int(y.max())}]")
-    counts = torch.bincount(y, minlength=num_classes).double()
+    if normalise not in FREQUENCY_NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {FREQUENCY_NORMALISATIONS}, got {normalise!r}")
+    if isinstance(labels, torch.Tensor) or not labels or not isinstance(labels[0], np.ndarray):
+        parts = [torch.as_tensor(labels)]
+    else:
+        parts = [torch.as_tensor(a) for a in labels]
+    counts = torch.zeros(num_classes if num_classes > 0 else 0, dtype=torch.float64)
+    seen = 0
+    for part in parts:
+        y = part.long().flatten()
+        if ignore_index is not None:
+            y = y[y != ignore_index]
+        if y.numel() == 0:
+            continue
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes}), found [{int(y.min())}, {int(y.max())}]")
+        counts += torch.bincount(y, minlength=num_classes).double()
+        seen += y.numel()
+    if num_classes < 1 or seen == 0:
+        raise ValueError(f"need num_classes >= 1 and at least one label, got {num_classes} and {seen} labels")
     present = counts > 0
+    if normalise == "total":
+        return [float(counts.sum() / (num_classes * c)) if c > 0 else 1.0 for c in counts.tolist()]
     inverse = torch.zeros(num_classes, dtype=torch.float64)
     inverse[present] = 1.0 / counts[present]
     return (inverse / inverse[present].mean()).tolist()
