@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 
 import requests
 from robustlabel import cli
+from robustlabel.engine.distributed import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 APP_DIR = REPO / "apps" / "brats"
@@ -35,12 +35,6 @@ def copy_app(target: Path) -> Path:
     """A private copy of apps/brats (the server creates model/, logs/ and bin/ inside its app folder)."""
     shutil.copytree(APP_DIR, target, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
     return target
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
