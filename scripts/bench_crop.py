@@ -9,15 +9,20 @@ today's whole-volume sliding window, on a **trained** tiny TransBTS.
 2. the tiny TransBTS (``TINY_TRANSBTS``, 32³ windows) trained with CE for ``--epochs`` on all but
    ``--eval-cases`` of them, through the engine (:func:`robustlabel.engine.trainer.train`);
 3. on each held-out case, side by side in one run (settings interleaved per case, untimed warm-up
-   first): **stock** (:meth:`WindowSettings.stock`: no crop, overlap 0.5) and the crop with each
-   ``--margins`` at each ``--overlaps``, plus the crop aligned to stock's window grid (overlap 0.5);
-   time of ``predict_probabilities`` (sliding window + softmax, the volume already in memory),
-   WT/TC/ET Dice of each output against **stock's output** (does the speed-up keep the labels?)
-   and against the ground truth (did the network learn?), and the number of 32³ windows the
-   network ran on (the work, which timing noise on a shared machine does not touch).
+   first): **stock** (:meth:`WindowSettings.stock`: no crop, overlap 0.5, Gaussian blending) and
+   the crop with each ``--margins`` at each ``--overlaps`` × ``--blends`` × ``--sw-batch-sizes``,
+   plus the crop aligned to stock's window grid (overlap 0.5); time of ``predict_probabilities``
+   (sliding window + softmax, the volume already in memory), WT/TC/ET Dice of each output against
+   **stock's output** (does the speed-up keep the labels?) and against the ground truth (did the
+   network learn?), and the number of 32³ windows the network ran on (the work, which timing
+   noise on a shared machine does not touch);
+4. the choice of the two defaults of :mod:`robustlabel.engine.inference` (:func:`choose`): among
+   the settings whose worst-case WT Dice against stock's output is at least the caller's bound
+   (``/infer`` 0.99, the pool 0.98), the fewest windows, then the shortest median time.
 
-    python scripts/bench_crop.py [--cases 8] [--shape 64 64 48] [--pad 24] [--epochs 30] [--margins 8 16]
-                                 [--checkpoint best.pt] [--out results/bench_crop]
+    python scripts/bench_crop.py [--cases 8] [--shape 64 64 48] [--pad 24] [--epochs 30] [--margins 8]
+                                 [--overlaps 0.5 0.25 0.125] [--blends gaussian constant]
+                                 [--sw-batch-sizes 1 4] [--checkpoint best.pt] [--out results/bench_crop]
 
 Writes ``bench_crop.json``, ``bench_crop.md`` and ``bench_crop.png`` in ``--out``.
 """
@@ -29,11 +34,13 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from robustlabel.atomic import write_json_atomic as atomic_write_json, write_text_atomic as atomic_write_text
 from robustlabel.data.labels import train_to_brats
 from robustlabel.data.nifti import read_nifti
 from robustlabel.data.studies import import_brats, studies_datalist
@@ -43,13 +50,17 @@ from robustlabel.engine.checkpoint import load_network
 from robustlabel.engine.config import TrainConfig
 from robustlabel.engine.crop import DEFAULT_MARGIN, foreground_box
 from robustlabel.engine.inference import WindowSettings, default_channels_last, predict_probabilities, prepare_network
+from robustlabel.engine.inference import BLEND_MODE, BLEND_MODES
+from robustlabel.markdown import markdown_table
 from robustlabel.engine.trainer import train
+from robustlabel.experiments.figures import PlotPanel, plot_panels
 from robustlabel.machine import describe_machine
 from robustlabel.metrics.brats import brats_metrics
 from robustlabel.networks import TINY_TRANSBTS
-from robustlabel.reporting import PlotPanel, atomic_write_json, atomic_write_text, plot_panels
 
 REGIONS = ("WT", "TC", "ET")
+#: worst-case WT Dice against stock's output that each caller's default must keep
+MIN_WT_DICE: dict[str, float] = {"infer": 0.99, "pool": 0.98}
 
 
 class CountingNetwork(torch.nn.Module):
@@ -66,15 +77,51 @@ class CountingNetwork(torch.nn.Module):
         return self.network(x)
 
 
-def settings(sw_batch_size: int, margins: list[int], overlaps: list[float]) -> dict[str, WindowSettings]:
-    """Stock first, then the crop with every margin × overlap."""
+def settings(sw_batch_size: int, margins: list[int], overlaps: list[float], blends: list[str] | None = None,
+             sw_batch_sizes: list[int] | None = None) -> dict[str, WindowSettings]:
+    """Stock first (at ``sw_batch_size``), then per margin the aligned crop and the crop with
+    every overlap × blending × sw_batch_size."""
     out = {"stock (no crop, overlap 0.5)": WindowSettings.stock(sw_batch_size)}
     for margin in margins:
         out[f"crop margin {margin}, aligned, overlap 0.5"] = WindowSettings(sw_batch_size, 0.5, margin, crop_align=True)
         for overlap in overlaps:
-            out[f"crop margin {margin}, overlap {overlap:g}"] = WindowSettings(sw_batch_size, overlap, margin,
-                                                                              crop_align=False)
+            for blend in blends or [BLEND_MODE]:
+                for sw in sw_batch_sizes or [sw_batch_size]:
+                    out[f"crop margin {margin}, overlap {overlap:g}, {blend}, sw batch {sw}"] = WindowSettings(
+                        sw, overlap, margin, crop_align=False, blend=blend)
     return out
+
+
+def choose(summary: dict[str, dict], min_wt: float) -> str | None:
+    """The setting with the fewest windows (then the shortest median time) among those whose
+    worst-case WT Dice against stock's output is at least ``min_wt``; ``None`` if none is."""
+    ok = [name for name, s in summary.items() if s["dice_vs_stock_WT"] >= min_wt]
+    return min(ok, key=lambda name: (summary[name]["windows"], summary[name]["median_s"])) if ok else None
+
+
+def train_tiny(root: Path, cases: int, shape: Sequence[int], epochs: int, seed: int, eval_cases: int = 0,
+               checkpoint: Path | None = None) -> tuple[Path, float, int | None, list[dict], list[dict]]:
+    """Train the tiny TransBTS with CE on ``cases`` synthetic labelled studies of ``shape`` under ``root``.
+
+    The first ``eval_cases`` studies are held out, the next one validates, the rest train.  With
+    ``checkpoint`` given, nothing is trained (the studies are still written: the same seed gives
+    the same cases).
+
+    Returns:
+        ``(best checkpoint, training seconds, best epoch, held-out items, training items)``.
+    """
+    write_synthetic_brats(root / "src", cases=cases, shape=tuple(shape), seed=seed, progress=False)
+    import_brats(root / "src", root / "studies", labeled_fraction=1.0, seed=seed, progress=False)
+    items = studies_datalist(root / "studies")
+    held_out, train_items = items[:eval_cases], items[eval_cases:]
+    if checkpoint is not None:
+        return checkpoint, 0.0, None, held_out, train_items
+    config = TrainConfig(network=dict(TINY_TRANSBTS), batch_size=2, epochs=epochs, val_interval=epochs,
+                         lr=3e-3, sw_batch_size=4, num_workers=0, device="cpu", seed=seed, pseudo_loss="ce",
+                         pseudo_params={})
+    t0 = time.perf_counter()
+    result = train(train_items[1:], train_items[:1], root / "run", config, progress=False)
+    return Path(result.best_checkpoint), time.perf_counter() - t0, result.best_epoch, held_out, train_items
 
 
 def pad_case(image: torch.Tensor, label: np.ndarray, pad: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -94,8 +141,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting and case")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--margins", type=int, nargs="+", default=[DEFAULT_MARGIN, 16])
-    parser.add_argument("--overlaps", type=float, nargs="+", default=[0.5, 0.25])
+    parser.add_argument("--margins", type=int, nargs="+", default=[DEFAULT_MARGIN])
+    parser.add_argument("--overlaps", type=float, nargs="+", default=[0.5, 0.25, 0.125])
+    parser.add_argument("--blends", nargs="+", default=list(BLEND_MODES), choices=BLEND_MODES)
+    parser.add_argument("--sw-batch-sizes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="reuse this trained checkpoint (skips training; the data must come from the same seed)")
     parser.add_argument("--save-checkpoint", type=Path, default=None, help="copy the trained best.pt here")
@@ -106,26 +155,14 @@ def main(argv: list[str] | None = None) -> dict:
     machine = describe_machine("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_synthetic_brats(root / "src", cases=args.cases, shape=args.shape, seed=args.seed, progress=False)
-        import_brats(root / "src", root / "studies", labeled_fraction=1.0, seed=args.seed, progress=False)
-        items = studies_datalist(root / "studies")
-        held_out, train_items = items[: args.eval_cases], items[args.eval_cases:]
-        config = TrainConfig(network=dict(TINY_TRANSBTS), batch_size=2, epochs=args.epochs, val_interval=args.epochs,
-                             lr=3e-3, sw_batch_size=4, num_workers=0, device="cpu", seed=args.seed, pseudo_loss="ce",
-                             pseudo_params={})
-        t0 = time.perf_counter()
-        if args.checkpoint is None:
-            result = train(train_items[1:], train_items[:1], root / "run", config, progress=False)
-            checkpoint, best_epoch = result.best_checkpoint, result.best_epoch
-            if args.save_checkpoint:
-                args.save_checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(checkpoint, args.save_checkpoint)
-        else:
-            checkpoint, best_epoch = args.checkpoint, None
-        train_s = time.perf_counter() - t0
+        checkpoint, train_s, best_epoch, held_out, train_items = train_tiny(
+            root, args.cases, args.shape, args.epochs, args.seed, args.eval_cases, args.checkpoint)
+        if args.checkpoint is None and args.save_checkpoint:
+            args.save_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(checkpoint, args.save_checkpoint)
         network, config = load_network(checkpoint, "cpu")
         network = CountingNetwork(prepare_network(network, default_channels_last(torch.device("cpu"))))
-        options = settings(config.sw_batch_size, args.margins, args.overlaps)
+        options = settings(config.sw_batch_size, args.margins, args.overlaps, args.blends, args.sw_batch_sizes)
         inferers = {name: s.inferer(config.resolved_roi_size) for name, s in options.items()}
         transforms = infer_transforms()
         times: dict[str, list[float]] = {name: [] for name in options}
@@ -179,17 +216,24 @@ def main(argv: list[str] | None = None) -> dict:
         f"{len(held_out)} held-out {volume} volumes (brain box + margin = {100 * box:.0f} % of the volume); "
         f"median of {args.repeats} interleaved runs per case; Dice vs stock = the worst case.",
         "",
-        "| setting | windows | fewer windows | median s | speed-up | Dice vs stock WT / TC / ET | Dice vs truth WT / TC / ET |",
-        "|---|---:|---:|---:|---:|---|---|",
+        markdown_table(
+            ["setting", "windows", "fewer windows", "median s", "speed-up", "Dice vs stock WT / TC / ET",
+             "Dice vs truth WT / TC / ET"],
+            [[name, s["windows"], f"{s['window_ratio_vs_stock']:.2f}×", f"{s['median_s']:.2f}",
+              f"{s['speedup_vs_stock']:.2f}×", " / ".join(f"{s[f'dice_vs_stock_{k}']:.4f}" for k in REGIONS),
+              " / ".join(f"{s[f'dice_vs_truth_{k}']:.3f}" for k in REGIONS)] for name, s in summary.items()],
+            "lrrrrll"),
     ]
-    for name, s in summary.items():
-        lines.append(f"| {name} | {s['windows']} | {s['window_ratio_vs_stock']:.2f}× | {s['median_s']:.2f} | {s['speedup_vs_stock']:.2f}× | "
-                     + " / ".join(f"{s[f'dice_vs_stock_{k}']:.4f}" for k in REGIONS) + " | "
-                     + " / ".join(f"{s[f'dice_vs_truth_{k}']:.3f}" for k in REGIONS) + " |")
+    chosen = {caller: choose(summary, bound) for caller, bound in MIN_WT_DICE.items()}
+    lines += [""] + [f"Chosen for {caller} (worst-case WT Dice vs stock ≥ {MIN_WT_DICE[caller]}; fewest windows, "
+                     f"then fastest): {name or 'none qualifies'}" for caller, name in chosen.items()]
     table = "\n".join(lines)
     print(table)
-    out = {"machine": machine, "args": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
-                                        for k, v in vars(args).items()},
+    out = {"machine": machine,
+           "chosen": {caller: None if name is None else {"setting": name, **options[name].describe()}
+                      for caller, name in chosen.items()},
+           "args": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                    for k, v in vars(args).items()},
            "train_seconds": train_s, "best_epoch": best_epoch, "summary": summary, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "bench_crop.json", out)

@@ -60,8 +60,9 @@ from robustlabel.engine.inference import WindowSettings, default_channels_last, 
 from robustlabel.engine.pseudo_label import PseudoLabeller, StudiesSink
 from robustlabel.losses import CrossEntropyLoss
 from robustlabel.machine import describe_machine, resolve_device
+from robustlabel.markdown import markdown_table
 from robustlabel.networks import TINY_TRANSBTS, build_network
-from robustlabel.reporting import atomic_write_json, atomic_write_text
+from robustlabel.atomic import write_json_atomic, write_text_atomic
 
 #: the report's sections, in order (the dry-run test checks each heading)
 SECTIONS = ("Machine", "Pool pseudo-labelling throughput", "TransBTS training step", "Infer latency")
@@ -284,24 +285,23 @@ def markdown(result: dict[str, Any]) -> str:
         f"## {SECTIONS[1]}", "",
         f"Synthetic {vol} gzip NIfTI studies, reading and writing included, one untimed warm-up volume each; "
         f"a seeded untrained TransBTS ({'full' if not result['sizes']['network'] else 'tiny'}).", "",
-        "| path | volumes | seconds | volumes/s | settings |", "|---|---:|---:|---:|---|",
     ]
     e, b = pool["engine"], pool["baseline"]
-    lines.append(f"| engine (PseudoLabeller) | {e['volumes']} | {e['seconds']:.2f} | {e['volumes_per_s']:.3f} | "
-                 f"batch {e['batch_size']}, workers {e['num_workers']}, sw batch {e['sw_batch_size']}, overlap "
-                 f"{e['overlap']}, amp {e['amp_dtype']} |")
-    lines.append(f"| baseline (MONAI LoadImage → SlidingWindowInferer → SaveImage) | {b['volumes']} | {b['seconds']:.2f} | "
-                 f"{b['volumes_per_s']:.3f} | one volume at a time, sw batch {b['sw_batch_size']}, overlap 0.5, "
-                 f"amp {b['amp_dtype']} |")
+    lines.append(markdown_table(["path", "volumes", "seconds", "volumes/s", "settings"], [
+        ["engine (PseudoLabeller)", e["volumes"], f"{e['seconds']:.2f}", f"{e['volumes_per_s']:.3f}",
+         f"batch {e['batch_size']}, workers {e['num_workers']}, sw batch {e['sw_batch_size']}, overlap "
+         f"{e['overlap']}, amp {e['amp_dtype']}"],
+        ["baseline (MONAI LoadImage → SlidingWindowInferer → SaveImage)", b["volumes"], f"{b['seconds']:.2f}",
+         f"{b['volumes_per_s']:.3f}", f"one volume at a time, sw batch {b['sw_batch_size']}, overlap 0.5, amp {b['amp_dtype']}"],
+    ], align="-rrr-"))
     lines += ["", f"Engine / baseline: **{pool['ratio']:.2f}×** (goal ≥ 10×); engine {e['volumes_per_s']:.2f} volumes/s "
               f"(goal ≥ 30).", "",
               f"## {SECTIONS[2]}", "",
               f"Forward + cross-entropy + backward + Adam step on {result['sizes']['train_side']}³ crops, 4 modalities; "
               "median step time and peak allocated CUDA memory.", "",
-              "| batch | precision | step ms | peak GiB |", "|---:|---|---:|---:|"]
-    for r in train:
-        peak = "n/a (CPU)" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
-        lines.append(f"| {r['batch']} | {r['precision']} | {r['step_ms']:.1f} | {peak} |")
+              markdown_table(["batch", "precision", "step ms", "peak GiB"], [
+                  [r["batch"], r["precision"], f"{r['step_ms']:.1f}", "n/a (CPU)" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"]
+                  for r in train], align="r-rr")]
     for batch in (1, 2):
         fp32, bf16 = (next(r for r in train if r["batch"] == batch and r["precision"].startswith(p)) for p in ("fp32", "bf16"))
         mem = "n/a" if fp32["peak_gib"] is None else f"{bf16['peak_gib'] / fp32['peak_gib']:.2f}×"
@@ -309,9 +309,9 @@ def markdown(result: dict[str, Any]) -> str:
                      "(goal < 1×).")
     lines += ["", f"## {SECTIONS[3]}", "",
               f"One {'×'.join(map(str, infer['volume']))} volume in device memory, sliding window + softmax.", "",
-              "| settings | seconds | speed-up | argmax agreement with stock |", "|---|---:|---:|---:|"]
-    for name, s in infer["settings"].items():
-        lines.append(f"| {name} | {s['seconds']:.3f} | {s['speedup_vs_stock']:.2f}× | {100 * s['agreement_vs_stock']:.3f} % |")
+              markdown_table(["settings", "seconds", "speed-up", "argmax agreement with stock"], [
+                  [name, f"{s['seconds']:.3f}", f"{s['speedup_vs_stock']:.2f}×", f"{100 * s['agreement_vs_stock']:.3f} %"]
+                  for name, s in infer["settings"].items()], align="-rrr")]
     lines += ["", "Agreement of an untrained network's labels: a consistency check, not a quality measure."]
     return "\n".join(lines) + "\n"
 
@@ -351,8 +351,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     text = markdown(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "bench_gpu.md", text)
-    atomic_write_json(args.out / "bench_gpu.json", result)
+    write_text_atomic(args.out / "bench_gpu.md", text)
+    write_json_atomic(args.out / "bench_gpu.json", result)
     print(text)
     print(f"wrote {args.out / 'bench_gpu.md'} and bench_gpu.json")
     return result

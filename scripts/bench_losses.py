@@ -44,10 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlabel.atomic import write_json_atomic as atomic_write_json, write_text_atomic as atomic_write_text
+from robustlabel.experiments.figures import PlotPanel, plot_panels
 from robustlabel.losses import get_loss
 from robustlabel.losses.fused import BACKEND_ENV, load_extension
 from robustlabel.machine import describe_machine, resolve_device
-from robustlabel.reporting import PlotPanel, atomic_write_json, atomic_write_text, plot_panels
 
 LOSSES: dict[str, dict] = {
     "gce": {"q": 0.7},
@@ -73,7 +74,7 @@ def _tiny_transbts() -> nn.Module:
 
 
 def _resnet18_quarter() -> nn.Module:
-    from robustlabel.engine.classify import cifar_resnet18
+    from robustlabel.networks.resnet import cifar_resnet18
 
     return cifar_resnet18(10, widen_factor=0.25)
 
@@ -240,7 +241,10 @@ def main() -> None:
     backend = (f"C++ kernel (loaded in {time.perf_counter() - t0:.1f} s)" if kernel is not None
                else "PyTorch (no C++ kernel on this device/build)")
     print(f"β-CE backend: {backend}")
-    results = {label: bench_shape(shape, device, args.repeats) for label, shape in SHAPES.items()}
+    results = {}
+    for label, shape in SHAPES.items():  # printed as they come: a long run on a shared machine
+        results[label] = bench_shape(shape, device, args.repeats)
+        print(label, " | ".join(f"{r['loss']} {r['ratio_vs_ce']:.2f}×" for r in results[label]), flush=True)
     steps = {label: bench_step_share(label, device, args.step_repeats) for label in SHAPES}
     table = markdown(results, steps, machine, args.repeats, args.step_repeats, backend)
     print(table)

@@ -127,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     from robustlabel.engine.config import TrainConfig
     from robustlabel.machine import resolve_device
     from robustlabel.networks import TINY_TRANSBTS
-    from robustlabel.reporting import Measurement, PlotPanel, environment_info, plot_panels, write_report
+    from robustlabel.experiments.figures import PlotPanel, plot_panels
+    from robustlabel.experiments.tables import Measurement, write_report
+    from robustlabel.machine import environment_info
+    from robustlabel.markdown import markdown_table
 
     if args.nproc < 2:
         raise SystemExit("bench_scale: --nproc must be >= 2")
@@ -181,10 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     env = environment_info(device)
     print(f"\nbench_scale on {env['accelerator']} (torch {env['torch']}), {args.cases} pool cases of "
           f"{'x'.join(map(str, args.shape))}, {'full' if args.full else 'tiny'} TransBTS, global batch {args.global_batch}")
-    print("| work | 1 rank (s) | %d ranks (s) | speed-up | efficiency | job incl. start-up 1 / %d (s) |" % (args.nproc, args.nproc))
-    print("|---|---|---|---|---|---|")
-    for task, t1, tn, s, e, j1, jn in rows:
-        print(f"| {task} | {t1:.2f} | {tn:.2f} | {s:.2f} | {e:.2f} | {j1:.1f} / {jn:.1f} |")
+    print(markdown_table(
+        ["work", "1 rank (s)", f"{args.nproc} ranks (s)", "speed-up", "efficiency", f"job incl. start-up 1 / {args.nproc} (s)"],
+        [[task, f"{t1:.2f}", f"{tn:.2f}", f"{s:.2f}", f"{e:.2f}", f"{j1:.1f} / {jn:.1f}"] for task, t1, tn, s, e, j1, jn in rows]))
     notes = [
         f"Work: {args.cases} pool volumes of {'x'.join(map(str, args.shape))} (batch size 1); training "
         f"{args.epochs} epochs, global batch {args.global_batch} = {args.global_batch // args.nproc} per rank x {args.nproc} ranks.",

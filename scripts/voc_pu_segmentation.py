@@ -28,12 +28,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from robustlabel.experiments import ju_voc_segmentation
+from robustlabel.experiments import voc_cli
+from robustlabel.experiments.ju_voc_segmentation import QUICK, VocPUConfig, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    markdown = ju_voc_segmentation.run(ju_voc_segmentation.add_arguments(parser).parse_args(argv))
+    args = voc_cli.add_segmentation_arguments(parser).parse_args(argv)
+    data, config = voc_cli.data_and_config(args, VocPUConfig, QUICK)
+    markdown = run(data, args.out, config, voc_cli.run_options(args))
     print(markdown.read_text())
     return 0
 

@@ -30,12 +30,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from robustlabel.experiments import ju_voc_transfer
+from robustlabel.experiments import voc_cli
+from robustlabel.experiments.ju_voc_transfer import QUICK, VocTransferConfig, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    out = ju_voc_transfer.run(ju_voc_transfer.add_arguments(parser).parse_args(argv))
+    args = voc_cli.add_transfer_arguments(parser).parse_args(argv)
+    data, config = voc_cli.data_and_config(args, VocTransferConfig, QUICK)
+    out = run(data, args.out, config, voc_cli.run_options(args))
     for stem in ("table3", "table4", "table5", "fig7"):
         print((out / f"{stem}.md").read_text(), end="\n\n")
     return 0

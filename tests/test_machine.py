@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustlabel.engine.config import TrainConfig
-from robustlabel.machine import resolve_device
+from robustlabel.machine import environment_info, resolve_device
 
 
 def test_auto_and_explicit_cpu() -> None:
@@ -28,3 +28,10 @@ def test_cuda_without_cuda_is_refused_but_a_cuda_config_still_loads() -> None:
         resolve_device("cuda:0")
     # a config saved by a GPU run (e.g. inside a checkpoint) must still parse on this machine
     assert TrainConfig(device="cuda:0").device == "cuda:0"
+
+
+def test_environment_info_names_the_machine() -> None:
+    env = environment_info("cpu")
+    for key in ("date", "cpu", "torch", "monai", "python", "device", "accelerator"):
+        assert env[key]
+    assert env["device"] == "cpu" and "CPU" in env["accelerator"]

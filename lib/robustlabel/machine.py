@@ -1,10 +1,17 @@
-"""Describe the machine a result was measured on, for benchmark and paper tables."""
+"""Describe the machine a result was measured on, for benchmark and paper tables.
+
+* :func:`resolve_device` - the one device choice (``"auto"``: CUDA when present, else CPU);
+* :func:`describe_machine` - a short dict for benchmark tables (device in words, CPU, torch, date);
+* :func:`environment_info` - the full record stored with every paper-table result (UTC time,
+  host, platform, Python, torch, MONAI, the CUDA device when one was used).
+"""
 
 from __future__ import annotations
 
 import os
 import platform
 from datetime import datetime, timezone
+from typing import Any
 
 import torch
 
@@ -56,3 +63,42 @@ def describe_machine(device: str | torch.device = "auto") -> dict[str, str | int
         "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
+
+
+def environment_info(device: str | torch.device | None = None) -> dict[str, Any]:
+    """Where and when a result was computed: :func:`describe_machine` plus the full UTC time,
+    host name, platform, Python, MONAI and the CUDA device name.
+
+    Args:
+        device: the ``torch.device`` (or its string) the run used; ``None``/``"auto"`` records
+            the default choice (CUDA when available).
+
+    Raises:
+        ValueError: ``device`` cannot be parsed or asks for CUDA without CUDA (:func:`resolve_device`).
+    """
+    machine = describe_machine("cpu")
+    info: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": machine["cpu"],
+        "cpu_count": machine["cpu_count"],
+        "torch": machine["torch"],
+        "cuda_available": torch.cuda.is_available(),
+    }
+    try:
+        import monai
+
+        info["monai"] = monai.__version__
+    except ImportError:  # pragma: no cover - MONAI is a hard dependency
+        info["monai"] = None
+    dev = resolve_device("auto" if device is None else device)
+    info["device"] = str(dev)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(dev)
+        info["cuda_version"] = torch.version.cuda
+        info["accelerator"] = info["cuda_device"]
+    else:
+        info["accelerator"] = f"CPU: {info['cpu']} ({info['cpu_count']} logical cores), no GPU used"
+    return info

@@ -18,14 +18,17 @@ from robustlabel.engine.checkpoint import sha256_file as digest
 
 sys.path.insert(0, str(APP_DIR))  # what MONAI Label does before it imports an app's main.py and lib/
 from lib.activelearning.pseudo_uncertainty import PseudoUncertainty  # noqa: E402
-from lib.conf import LossSettings, parse_conf  # noqa: E402
+from lib.conf import LossSettings, parse_conf, parse_pool_request, parse_train_request, train_defaults  # noqa: E402
 from lib.datastore import FINAL, PSEUDO, BratsDatastore  # noqa: E402
-from lib.errors import AppRequestError, FinalLabelProtectedError, ImageNotFoundError, InvalidLabelError  # noqa: E402
+from lib.errors import (  # noqa: E402
+    AppRequestError, FinalLabelProtectedError, ImageNotFoundError, InvalidLabelError, InvalidOptionError,
+)
 from lib.infers.pseudo_pool import PoolPseudoLabelTask  # noqa: E402
 from lib.scoring.pseudo_confidence import PseudoConfidence  # noqa: E402
 from lib.configs.transbts import network_config  # noqa: E402
 from lib.infers.pseudo_pool import DatastoreSink  # noqa: E402
 from lib.trainers.transbts import TransBTSTrain, case_hash, split_validation  # noqa: E402
+from robustlabel.data.nifti import header_fields  # noqa: E402
 from robustlabel.data.studies import unlabeled_datalist  # noqa: E402
 from robustlabel.engine.checkpoint import TrainingRecord  # noqa: E402
 from robustlabel.engine.config import TrainConfig  # noqa: E402
@@ -81,6 +84,42 @@ def test_conf_defaults_follow_the_paper_and_bad_values_name_their_key() -> None:
         with pytest.raises(AppRequestError, match="CUDA"):
             parse_conf({"device": "cuda"}, default_model_dir="/m")
     assert LossSettings().loss_params() == {"q": 0.7}
+
+
+def test_train_and_pool_requests_are_parsed_once_with_422_for_the_wrong_kind_and_400_out_of_range() -> None:
+    conf = parse_conf({"tiny": "true", "device": "cpu"}, default_model_dir="/m")
+    run = parse_train_request(conf, {"train_batch_size": "3", "learning_rate": "0.01", "use_pseudo": "yes",
+                                     "pseudo_loss": "sce", "gamma": 2, "ranks": 2, "client_id": "slicer"})
+    assert (run.batch_size, run.learning_rate, run.val_interval, run.num_workers) == (3, 0.01, 1, 0)
+    assert run.conf.use_pseudo and run.conf.loss_params() == {"alpha": 0.01, "gamma": 2.0}
+    assert (run.device, run.ranks, run.gpus) == ("cpu", 2, None)
+    defaults = parse_train_request(conf, {"train_batch_size": "", "num_workers": None})
+    assert defaults.batch_size == train_defaults(conf)["train_batch_size"] == 2 and defaults.num_workers == 0
+    for request, key, status in [
+        ({"train_batch_size": "x"}, "train_batch_size", 422), ({"train_batch_size": 0}, "train_batch_size", 400),
+        ({"train_batch_size": True}, "train_batch_size", 422), ({"learning_rate": "fast"}, "learning_rate", 422),
+        ({"learning_rate": 0}, "learning_rate", 400), ({"val_interval": "2.5"}, "val_interval", 422),
+        ({"num_workers": -1}, "num_workers", 400), ({"multi_gpu": "maybe"}, "multi_gpu", 422),
+        ({"ranks": "two"}, "ranks", 422), ({"max_epochs": 0}, "max_epochs", 400), ({"q": "abc"}, "q", 422),
+        ({"q": 1.5}, "q", 400), ({"gamma": 0}, "gamma", 400), ({"pseudo_loss": "mae"}, "pseudo_loss", 422),
+        ({"use_pseudo": "perhaps"}, "use_pseudo", 422), ({"mode": "mixed"}, "mode", 422),
+    ]:
+        with pytest.raises(AppRequestError) as info:
+            parse_train_request(conf, request)
+        assert info.value.detail.startswith(f"{key}: ") and info.value.status_code == status, (request, info.value)
+        assert isinstance(info.value, InvalidOptionError) == (status == 422)
+
+    pool = parse_pool_request(conf, {"model": "transbts", "images": "unlabeled", "batch_size": "4"}, ["transbts"])
+    assert (pool.model, pool.batch_size, pool.num_workers, pool.max_batch_size, pool.ranks) == ("transbts", 4, None, 0, 1)
+    for request, key, status in [
+        ({"batch_size": "x"}, "batch_size", 422), ({"max_batch_size": -1}, "max_batch_size", 400),
+        ({"num_workers": "many"}, "num_workers", 422), ({"label_tag": "final"}, "label_tag", 422),
+        ({"label_tag": "../x"}, "label_tag", 422), ({"images": "some"}, "images", 422),
+        ({"images": ["ok", "../x"]}, "images[1]", 422), ({"model": "segresnet"}, "model", 404),
+    ]:
+        with pytest.raises(AppRequestError) as info:
+            parse_pool_request(conf, {"model": "transbts", **request}, ["transbts"])
+        assert info.value.detail.startswith(f"{key}: ") and info.value.status_code == status, (request, info.value)
 
 
 # --------------------------------------------------------------------------- datastore guards
@@ -140,6 +179,55 @@ def test_model_outputs_never_reach_final_and_a_final_label_retires_the_pseudo_la
     assert digest(studies / "labels" / FINAL / f"{image}.nii.gz") == digest(clinician)
     assert image not in datastore.pseudo_pool() and datastore.get_image_info(image)["pseudo_confidence"] is None
     assert not list((studies / "labels" / FINAL).glob(".*"))  # no temporary file left behind
+
+
+def test_a_computed_label_is_checked_in_memory_and_written_once_by_the_datastore(
+    datastore: BratsDatastore, studies: Path, tmp_path: Path
+) -> None:
+    pool, finals = pool_and_finals(datastore)
+    image = nib.load(datastore.get_image_uri(pool[0]))
+    label = np.zeros(image.shape, np.uint8)
+    label[4:12, 4:12, 4:12] = 4
+    label[6:8, 6:8, 6:8] = 1
+    header = header_fields(image.header)  # the source's codes and units, kept in the written file
+    before = {p.name: digest(p) for p in (studies / "labels").rglob("*.nii.gz")}
+    shifted = image.affine.copy()
+    shifted[1, 3] += 2.0
+    for array, affine, message in [(label[:-1], image.affine, "shape"), (label, shifted, "affine"),
+                                   (np.where(label == 4, 3, label).astype(np.uint8), image.affine, r"\[3\]")]:
+        with pytest.raises(InvalidLabelError, match=message) as info:
+            datastore.save_label_array(pool[0], array, affine, PSEUDO, {"model": "transbts"})
+        assert info.value.status_code == 422
+    with pytest.raises(FinalLabelProtectedError, match="clinician labels only") as info:
+        datastore.save_label_array(pool[0], label, image.affine, FINAL, {"model": "transbts"})
+    assert info.value.status_code == 409
+    final_affine = nib.load(datastore.get_image_uri(finals[0])).affine
+    with pytest.raises(FinalLabelProtectedError, match="a pseudo-label is never stored next to it"):
+        datastore.save_label_array(finals[0], label, final_affine, PSEUDO, {"model": "transbts"}, sidecar={"case": finals[0]})
+    assert {p.name: digest(p) for p in (studies / "labels").rglob("*.nii.gz")} == before
+    assert not datastore.sidecar_file(finals[0]).exists()
+
+    sidecar = {"case": pool[0], "uncertainty": 0.5, "teacher": {"sha256": "abc"}, "affine": image.affine.tolist()}
+    datastore.save_label_array(pool[0], label[..., None], image.affine, PSEUDO,
+                               {"model": "transbts", "uncertainty": 0.5, "teacher": {"sha256": "abc"}},
+                               sidecar=sidecar, header=header)
+    stored = nib.load(datastore.get_label_uri(pool[0], PSEUDO))
+    assert np.array_equal(np.asarray(stored.dataobj), label) and np.allclose(stored.affine, image.affine)
+    assert header_fields(stored.header) == header
+    assert json.loads(datastore.sidecar_file(pool[0]).read_text()) == sidecar
+    assert datastore.get_label_info(pool[0], PSEUDO)["uncertainty"] == 0.5
+    assert not [p for p in (studies / "labels").rglob("*") if p.name.startswith(".")]  # no temporary file left
+
+    # the pool's sink: one datastore write per label; a final label that arrived after the
+    # engine's early skip is protected by the datastore's check under its lock
+    sink = DatastoreSink(datastore, "transbts")
+    assert sink.has_clinician_label(finals[0]) and not sink.has_clinician_label(pool[1])
+    assert sink.write(finals[0], label, final_affine, {"case": finals[0], "uncertainty": 0.1}, None) is None
+    assert not (studies / "labels" / PSEUDO / f"{finals[0]}.nii.gz").exists()
+    other_affine = nib.load(datastore.get_image_uri(pool[1])).affine
+    assert sink.write(pool[1], label, other_affine, {"case": pool[1], "uncertainty": 0.2}, None) == \
+        datastore.get_label_uri(pool[1], PSEUDO)
+    assert sink.existing_teacher(pool[1]) is None and sink.existing_teacher(pool[0]) == "abc"
 
 
 # --------------------------------------------------------------------------- strategy and scoring
@@ -300,4 +388,4 @@ def test_mode_is_an_app_option_and_a_train_request_override(tmp_path: Path) -> N
         parse_conf({"mode": "mixed"}, default_model_dir="/m")
     task = TransBTSTrain("transbts", conf, network_config(conf), tmp_path / "transbts_tiny.pt")
     assert task.config()["mode"] == ["union", "robust_all", "per_source"]
-    assert task._train_config(conf.with_overrides({"mode": "robust_all"}), {}).mode == "robust_all"
+    assert task._train_config(parse_train_request(conf, {"mode": "robust_all"})).mode == "robust_all"

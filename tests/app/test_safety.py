@@ -211,6 +211,10 @@ def test_model_output_never_reaches_final_whatever_the_spelling(safe_server: tup
     expect(response, 409, "label_tag", "clinician labels only")
     with pytest.raises(MONAILabelClientException, match="409"):
         MONAILabelClient(server.url).infer("transbts", finals[1], {"label_tag": "final", "save_label": True})
+    # the stock infer took any text for true; here save_label is true or false
+    response = requests.post(f"{server.url}/infer/transbts", params={"image": finals[0]},
+                             data={"params": json.dumps({"label_tag": "final", "save_label": "maybe"})}, timeout=120)
+    expect(response, 422, "save_label")
     # batch infer may not target final either, under any spelling
     for tag in ["final", "final/", "./final"]:
         response = requests.post(f"{server.url}/batch/infer/transbts", params={"images": "all"},
@@ -321,6 +325,15 @@ def test_deleting_a_pseudo_label_removes_its_sidecar_and_unknown_names_are_4xx(
 
     expect(requests.post(f"{server.url}/activelearning/no_such_strategy", json={}, timeout=30), 404, "no_such_strategy")
     expect(requests.post(f"{server.url}/train/transbts", json={"max_epochs": 0}, timeout=30), 400, "max_epochs")
+    # every train and pool option is parsed in the server before the task starts (lib/conf.py):
+    # a value of the wrong kind is a 422 naming the field, one out of range a 400
+    for field, value in [("train_batch_size", "x"), ("learning_rate", "fast"), ("val_interval", "2.5"),
+                         ("num_workers", "many"), ("multi_gpu", "maybe"), ("ranks", "two"), ("q", "abc")]:
+        expect(requests.post(f"{server.url}/train/transbts", json={field: value}, timeout=30), 422, field, repr(value))
+    expect(requests.post(f"{server.url}/train/transbts", json={"train_batch_size": 0}, timeout=30), 400, "train_batch_size")
+    expect(requests.post(f"{server.url}/batch/infer/transbts", params={"images": "unlabeled"},
+                         json={"label_tag": "pseudo", "batch_size": "x"}, timeout=30), 422, "batch_size")
+    assert requests.get(f"{server.url}/train/", timeout=30).json().get("status") != "RUNNING"
     expect(requests.post(f"{server.url}/train/no_such_model", json={}, timeout=30), 404, "model")
     expect(requests.post(f"{server.url}/scoring/no_such_method", timeout=30), 404, "method")
 

@@ -1,4 +1,4 @@
-"""Classification teacher–student engine: splits, training sets, training, resume, prediction."""
+"""Classification teacher–student engine: training, resume, best-epoch selection, prediction."""
 
 from __future__ import annotations
 
@@ -7,23 +7,19 @@ import pytest
 import torch
 
 from robustlabel.data.cifar import synthetic_cifar_images
+from robustlabel.data.splits import make_training_set
 from robustlabel.engine.classify import (
     ClassifierConfig,
-    TrainingSet,
-    accuracy,
-    cifar_resnet18,
-    fit_and_evaluate,
-    fit_full_batch,
-    image_transform,
     finished_epochs,
-    make_training_set,
+    fit_and_evaluate,
     predict_logits,
     pseudo_label,
-    source_aware_loss,
-    split_indices,
     train_classifier,
 )
-from robustlabel.losses import BetaCrossEntropyLoss, CrossEntropyLoss, get_loss
+from robustlabel.engine.config import amp_dtype_for
+from robustlabel.losses.source_aware import source_aware_loss
+from robustlabel.metrics.classification import accuracy
+from robustlabel.networks.resnet import cifar_resnet18
 
 
 @pytest.fixture(autouse=True)
@@ -32,71 +28,6 @@ def one_thread():
     torch.set_num_threads(1)  # tiny convolutions: a second thread only adds contention
     yield
     torch.set_num_threads(previous)
-
-
-def test_split_indices_disjoint_sizes_deterministic():
-    split = split_indices(1000, labelled_fraction=0.1, val_fraction=0.1, seed=4)
-    assert (len(split.val), len(split.labelled), len(split.unlabelled)) == (100, 90, 810)
-    parts = np.concatenate([split.labelled, split.unlabelled, split.val])
-    assert np.array_equal(np.sort(parts), np.arange(1000))
-    again = split_indices(1000, 0.1, 0.1, seed=4)
-    assert np.array_equal(again.labelled, split.labelled)
-    assert not np.array_equal(split_indices(1000, 0.1, 0.1, seed=5).labelled, split.labelled)
-    with pytest.raises(ValueError, match="labelled_fraction"):
-        split_indices(10, 0.0, 0.1, 0)
-    with pytest.raises(ValueError, match="leaves none labelled"):
-        split_indices(10, 0.01, 0.1, 0)
-
-
-def test_make_training_set_rows():
-    images = np.arange(6, dtype=np.uint8)[:, None, None, None].repeat(3, 1).repeat(4, 2).repeat(4, 3)
-    true = np.array([0, 1, 2, 0, 1, 2])
-    teacher = make_training_set(images, true, np.array([1, 4]))
-    assert teacher.labels.tolist() == [1, 1] and not teacher.is_pseudo.any()
-    assert teacher.images[:, 0, 0, 0].tolist() == [1, 4]
-    student = make_training_set(images, true, np.array([1, 4]), np.array([0, 5]), pseudo_labels=np.array([2, 2]))
-    assert student.labels.tolist() == [1, 1, 2, 2] and student.is_pseudo.tolist() == [False, False, True, True]
-    assert student.images[:, 0, 0, 0].tolist() == [1, 4, 0, 5]
-    upper = make_training_set(images, true, np.array([1, 4]), np.array([0, 5]))
-    assert upper.labels.tolist() == [1, 1, 0, 2] and not upper.is_pseudo.any()
-    with pytest.raises(ValueError, match="2 unlabelled samples but 1 pseudo-labels"):
-        make_training_set(images, true, np.array([1]), np.array([0, 5]), pseudo_labels=np.array([2]))
-    with pytest.raises(ValueError, match="uint8"):
-        TrainingSet(torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.bool))
-
-
-def test_source_aware_loss_routes_losses():
-    loss = source_aware_loss("bce", beta=5.0)
-    assert isinstance(loss.clinician, CrossEntropyLoss)
-    assert isinstance(loss.pseudo, BetaCrossEntropyLoss) and loss.pseudo.beta == 5.0
-    logits, target = torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
-    flags = torch.tensor([False, False, True, True])
-    expected = (get_loss("ce", reduction="sum")(logits[:2], target[:2])
-                + get_loss("bce", beta=5.0, reduction="sum")(logits[2:], target[2:])) / 4
-    assert loss(logits, target, flags).item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-def test_resnet18_cifar_variant():
-    net = cifar_resnet18(widen_factor=1.0)
-    assert sum(p.numel() for p in net.parameters()) == 11_174_858  # ResNet-18 with a 3x3 stem, 10 classes
-    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1)
-    small = cifar_resnet18(widen_factor=0.125)
-    shapes = []
-    small.layer4.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape)))
-    assert small(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert shapes == [(2, 64, 4, 4)]  # no max-pool: 32 -> 4 through the three stride-2 stages only
-    with pytest.raises(ValueError, match="widen_factor"):
-        cifar_resnet18(widen_factor=0.001)
-
-
-def test_image_transform_augments_and_normalises():
-    torch.manual_seed(0)
-    image = torch.full((3, 32, 32), 255, dtype=torch.uint8)
-    out = image_transform(train=True)(image)
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
-    assert (out.amin(dim=(1, 2)) < 0).any()  # zero padding shows up in some crop
-    batch = image_transform(train=False)(torch.zeros(5, 3, 32, 32, dtype=torch.uint8))
-    assert torch.allclose(batch[:, 0], torch.tensor(-0.4914 / 0.2470))
 
 
 def test_train_learns_and_resumes_from_checkpoint(tmp_path):
@@ -133,30 +64,28 @@ def test_train_learns_and_resumes_from_checkpoint(tmp_path):
     assert accuracy(predict_logits(net, test.images[:50]), labels) == 100.0
 
 
-def test_accuracy_and_config_validation():
-    assert accuracy(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), np.array([0, 1, 1])) == pytest.approx(200 / 3)
-    with pytest.raises(ValueError, match="as many"):
-        accuracy(torch.zeros(2, 3), np.array([0]))
+def test_config_validation():
+    with pytest.raises(ValueError, match="optimizer"):
+        ClassifierConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         ClassifierConfig(epochs=0)
     with pytest.raises(ValueError, match="lr_gamma"):
         ClassifierConfig(lr_gamma=2.0)
     assert ClassifierConfig(device="cpu").use_amp is False
+    assert ClassifierConfig(device="cpu", precision="bf16").precision_used == "fp32"  # autocast only on CUDA
+
+
+def test_autocast_request_on_cuda():
+    """What would run on a GPU (amp_dtype_for needs no GPU for an explicit dtype): fp16 by default,
+    ``precision`` overrides ``amp``."""
+    cuda = torch.device("cuda")
+    cases = [({}, torch.float16), ({"amp": False}, None), ({"precision": "fp32"}, None),
+             ({"precision": "bf16", "amp": False}, torch.bfloat16), ({"precision": "fp16", "amp": False}, torch.float16)]
+    for options, dtype in cases:
+        assert amp_dtype_for(cuda, *ClassifierConfig(device="cpu", **options)._autocast_request()) == dtype, options
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_request_without_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match="CUDA is not available"):
         ClassifierConfig(device="cuda").torch_device
-
-
-def test_fit_full_batch_perceptron():
-    torch.manual_seed(0)
-    y = torch.arange(300) % 3
-    x = torch.randn(300, 2) * 0.5 + torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.0]])[y]
-    model = torch.nn.Linear(2, 3)
-    curve = fit_full_batch(model, x, y, get_loss("gce", q=0.7), steps=300, lr=0.05)
-    assert len(curve) == 300 and curve[-1] < 0.5 * curve[0]
-    assert (model(x).argmax(1) == y).float().mean() > 0.9
-    with pytest.raises(ValueError, match="steps >= 1"):
-        fit_full_batch(model, x, y, get_loss("ce"), steps=0)

@@ -22,13 +22,12 @@ from robustlabel.engine.pseudo_label import (
     WRITTEN,
     PseudoLabeller,
     StudiesSink,
-    rank_by_uncertainty,
     student_items,
-    summarise_prediction,
 )
 from robustlabel.engine.sampler import SourceBalancedSampler
 from robustlabel.engine.trainer import train
 from robustlabel.losses import SourceAwareLoss, get_loss
+from robustlabel.metrics.uncertainty import rank_by_uncertainty, summarise_prediction
 
 from engine_helpers import tiny_config
 

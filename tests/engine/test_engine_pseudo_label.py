@@ -25,10 +25,10 @@ from robustlabel.engine.pseudo_label import (
     PseudoLabelSink,
     StudiesSink,
     pseudo_label_studies,
-    rank_by_uncertainty,
     shape_batches,
     write_pseudo_label,
 )
+from robustlabel.metrics.uncertainty import rank_by_uncertainty, summarise_prediction
 
 from engine_helpers import sha256_tree
 
@@ -226,7 +226,6 @@ def test_channels_last_changes_rounding_only_and_contiguous_is_exact(studies, te
     # reference: the shared whole-volume prediction with the network as stored (contiguous)
     from robustlabel.data.transforms import infer_transforms
     from robustlabel.engine.checkpoint import network_from_checkpoint, read_checkpoint
-    from robustlabel.engine.pseudo_label import summarise_prediction
     from robustlabel.engine.inference import predict_probabilities
     network, _ = network_from_checkpoint(read_checkpoint(teacher.best_checkpoint, "cpu"), "cpu")
     for item in pool:

@@ -129,3 +129,41 @@ def test_failed_build_falls_back_and_logs_once(tmp_path, monkeypatch: pytest.Mon
         torch.testing.assert_close(first[1], reference[1], rtol=0, atol=0)
     finally:
         fused.reset_extension()  # later tests load the real kernel again
+
+
+# ----------------------------------------------------------------------------- CE family (GCE, RCE, SCE, CE)
+CE_FAMILY = [("gce", {"q": 0.7}), ("rce", {}), ("sce", {"alpha": 0.01, "gamma": 1.0}), ("ce", {})]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(("name", "params"), CE_FAMILY)
+def test_ce_family_kernel_gradcheck_and_matches_fallback(kernel, shape: tuple[int, ...], name: str, params: dict) -> None:
+    phi = get_loss(name, **params)._phi
+    z, y = _inputs(shape, torch.float64, seed=2)
+    z.requires_grad_(True)
+    assert type(fused.ce_family(z, y, phi, "cpp").grad_fn).__name__ == "CEFamilyCppFunctionBackward"
+    assert torch.autograd.gradcheck(lambda t: fused.ce_family(t, y, phi, "cpp"), (z,), eps=1e-6, atol=1e-5)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
+        zt = z.detach().to(dtype)
+        out = {}
+        for backend in ("cpp", "torch"):
+            zb = zt.clone().requires_grad_(True)
+            value = fused.ce_family(zb, y, phi, backend)
+            (value * torch.linspace(0.5, 2.0, value.numel(), dtype=dtype).view(value.shape)).sum().backward()
+            out[backend] = (value.detach(), zb.grad)
+        torch.testing.assert_close(out["cpp"][0], out["torch"][0], rtol=tol, atol=tol)
+        torch.testing.assert_close(out["cpp"][1], out["torch"][1], rtol=tol, atol=tol)
+
+
+def test_loss_classes_use_the_ce_family_kernel(kernel) -> None:
+    z, y = _inputs((2, 4, 3, 3), torch.float32, seed=4)
+    z.requires_grad_(True)
+    for name, params in CE_FAMILY:
+        assert type(get_loss(name, reduction="none", **params)(z, y).grad_fn).__name__ == "CEFamilyCppFunctionBackward"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vector_expm1_matches_torch(kernel, dtype: torch.dtype) -> None:
+    x = torch.cat([torch.linspace(-80, 20, 1001, dtype=dtype), torch.tensor([0.0, 1e-8, -1e-8, -1e-30], dtype=dtype)])
+    torch.testing.assert_close(fused.expm1(x), torch.expm1(x), rtol=4 * torch.finfo(dtype).eps, atol=0)
+    assert torch.equal(fused.expm1(x, "torch"), torch.expm1(x))

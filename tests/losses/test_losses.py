@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from monai.utils import LossReduction
 
 from robustlabel.losses import LOSSES, SourceAwareLoss, get_loss
 
@@ -173,6 +174,16 @@ def test_ignore_index(name: str, params: dict) -> None:
     torch.testing.assert_close(ign0, full[y != 0].mean())
 
 
+def test_reduction_takes_monai_loss_reduction() -> None:
+    z, y = _inputs("gce", (2, 3, 4), seed=5)
+    values = get_loss("gce", reduction=LossReduction.NONE)(z, y)
+    assert values.shape == (2, 4)
+    torch.testing.assert_close(get_loss("gce", reduction=LossReduction.SUM)(z, y), values.sum())
+    torch.testing.assert_close(get_loss("gce", reduction="mean")(z, y), values.mean())
+    loss = SourceAwareLoss(reduction=LossReduction.SUM)
+    assert loss.reduction == "sum" and get_loss("ce", reduction=LossReduction.MEAN).reduction == "mean"
+
+
 def test_all_ignored_gives_zero_with_gradient() -> None:
     z = torch.randn(2, 3, 4, requires_grad=True)
     y = torch.full((2, 4), -100)
@@ -234,7 +245,8 @@ def test_source_aware_with_ignore_counts_only_kept_voxels() -> None:
         (lambda: get_loss("sce", alpha=-1.0, gamma=1.0), "alpha must be > 0"),
         (lambda: get_loss("rce", A=1.0), "A .* must be < 0"),
         (lambda: get_loss("hard_bootstrap", beta=1.0), r"beta must lie in \(0, 1.0\)"),
-        (lambda: get_loss("ce", reduction="avg"), "reduction must be one of"),
+        (lambda: get_loss("ce", reduction="avg"), "'avg' is not a valid value"),  # monai's look_up_option
+        (lambda: SourceAwareLoss(reduction="total"), "Unsupported option 'total'"),
         (lambda: get_loss("ce", q=0.5), r"does not take parameter\(s\) \['q'\]"),
         (lambda: SourceAwareLoss(pseudo_weight=-1), "pseudo_weight"),
         (lambda: SourceAwareLoss(pseudo=torch.nn.CrossEntropyLoss()), "pseudo must be a robustlabel loss"),

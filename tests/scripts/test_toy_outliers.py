@@ -1,25 +1,27 @@
-"""scripts/toy_outliers.py: the Fig. 2 toy produces its figure and table, and robust losses resist the outliers."""
+"""The Fig. 2 toy (robustlabel.experiments.cui_toy): its figure and table, and robust losses resist the outliers."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 
-from conftest import load_script
+from robustlabel.experiments.cui_toy import make_toy_data, run_toy, toy_config
 
 
 def test_toy_figure_table_and_robustness(tmp_path, restore_threads):
-    script = load_script("toy_outliers")
     out = tmp_path / "toy"
-    assert script.main(["--out", str(out), "--steps", "300", "--seeds", "0", "--n-per-class", "100",
-                        "--n-outliers", "30", "--n-test", "200"]) == 0
+    config = toy_config(out=out, steps=300, seeds=[0], n_per_class=100, n_outliers=30, n_test=200)
+    assert run_toy(config) == out / "toy_table.md"
     png = out / "fig2_decision_regions.png"
     assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 20_000
     md = (out / "toy_table.md").read_text()
     for row in ("CE", "β-CE (β=1)", "GCE (q=0.7)", "SCE (α=0.1, γ=1)", "CE, no outliers (reference)"):
         assert f"| {row} |" in md
-    cells = {(c["row"], c["column"]): c["mean"] for c in json.loads((out / "toy_table.json").read_text())["cells"]}
+    report = json.loads((out / "toy_table.json").read_text())
+    assert report["extra"]["settings"]["steps"] == 300 and report["extra"]["settings"]["seeds"] == [0]
+    cells = {(c["row"], c["column"]): c["mean"] for c in report["cells"]}
     ce_acc, ce_fit = cells[("CE", "Clean test accuracy")], cells[("CE", "Outliers fitted")]
     reference = cells[("CE, no outliers (reference)", "Clean test accuracy")]
     assert ce_fit > 20.0 and ce_acc < reference - 3.0  # CE bends towards the mislabelled cluster
@@ -29,10 +31,17 @@ def test_toy_figure_table_and_robustness(tmp_path, restore_threads):
 
 
 def test_toy_data_geometry():
-    script = load_script("toy_outliers")
-    data = script.make_toy_data(101, 20, seed=0)
+    data = make_toy_data(101, 20, seed=0)
     assert data.points.shape == (323, 2) and data.is_outlier.sum() == 20
     assert np.bincount(data.labels[~data.is_outlier]).tolist() == [101, 101, 101]
     assert (data.labels[data.is_outlier] == 1).all()
     outliers = data.points[data.is_outlier].mean(0)
     assert outliers[0] < -2 and outliers[1] < -2  # bottom left, far from class 1 (top right)
+    with pytest.raises(ValueError, match="outlier_label"):
+        make_toy_data(10, 2, seed=0, outlier_label=7)
+
+
+def test_quick_and_explicit_settings():
+    assert (toy_config(quick=True, out="o").steps, toy_config(quick=True, out="o").seeds) == (500, (0, 1))
+    assert toy_config(out="o", steps=7, beta=2.0).steps == 7 and toy_config(out="o").seeds == (0, 1, 2)
+

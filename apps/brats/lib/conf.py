@@ -43,9 +43,25 @@ key                       values (default)                 meaning
                                                            (capped, in the temp folder: lib/sessions.py)
 ========================  ===============================  ==========================================
 
-q, β, α, γ default to the seed paper's BraTS values (``robustlabel.losses.PAPER_HPARAMS``).
-A train request may override ``pseudo_loss``, ``q``, ``beta``, ``alpha``, ``gamma``,
-``use_pseudo``, ``max_epochs``, ``val_split``, ``seed`` and ``mode``.
+q, β, α, γ default to the seed paper's BraTS values (``robustlabel.losses.PAPER_HPARAMS``); their
+domains are the loss library's (each value is checked by building its loss).
+
+Every request the app serves is parsed here, once:
+
+* a **train** request (:func:`parse_train_request`) may override ``pseudo_loss``, ``q``, ``beta``,
+  ``alpha``, ``gamma``, ``use_pseudo``, ``max_epochs``, ``val_split``, ``seed`` and ``mode``
+  (:data:`TRAIN_OVERRIDES`), and sets the run options ``train_batch_size``, ``learning_rate``,
+  ``val_interval``, ``num_workers`` (:func:`train_defaults`), ``device`` and
+  ``multi_gpu``/``gpus``/``ranks`` (:func:`plan_ranks`);
+* a **pool** request (``/batch/infer``, :func:`parse_pool_request`): ``model``, ``images``,
+  ``label_tag`` (always ``pseudo``), ``batch_size``, ``num_workers``, ``max_batch_size``,
+  ``device`` and the rank options;
+* an **infer** request's sliding window (:func:`parse_sliding_window`).
+
+The app validates train and pool requests in the server before MONAI Label starts their
+subprocess, so a bad value is answered at once: **422** naming the field for a value of the wrong
+kind (not a number, not true/false, not one of the choices: :class:`~lib.errors.InvalidOptionError`),
+**400** naming the field for a value of the right kind outside its range.
 """
 
 from __future__ import annotations
@@ -60,11 +76,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import torch
+from robustlabel.engine.config import TrainConfig
+from robustlabel.engine.inference import BLEND_MODES, WindowSettings
 from robustlabel.losses import PAPER_HPARAMS, get_loss
 from robustlabel.losses.source_aware import SOURCE_MODES
 from robustlabel.machine import resolve_device
 
-from .errors import AppRequestError
+from .datastore import PSEUDO, check_label_tag
+from .errors import AppRequestError, InvalidOptionError
+from .names import check_image_id, check_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +92,15 @@ logger = logging.getLogger(__name__)
 AVAILABLE_MODELS: tuple[str, ...] = ("transbts",)
 #: robust losses a pseudo-label may be trained with, and the hyper-parameters each one takes
 PSEUDO_LOSSES: dict[str, tuple[str, ...]] = {**{loss: tuple(params) for loss, params in PAPER_HPARAMS["brats"].items()}, "ce": ()}
+#: hyper-parameter -> the loss that takes it (its domain is that loss's)
+LOSS_OF_PARAM: dict[str, str] = {param: loss for loss, params in PSEUDO_LOSSES.items() for param in params}
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: keys a train request may override
 TRAIN_OVERRIDES: tuple[str, ...] = (
     "pseudo_loss", "q", "beta", "alpha", "gamma", "use_pseudo", "max_epochs", "val_split", "seed", "mode",
 )
+#: the ``images`` values of a batch-infer request (MONAI Label's ``BatchInferImageType``)
+IMAGE_SELECTIONS: tuple[str, ...] = ("all", "labeled", "unlabeled")
 
 _BRATS = PAPER_HPARAMS["brats"]
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -84,7 +108,11 @@ _FALSE = {"0", "false", "no", "off", "n", "f"}
 
 
 def parse_bool(key: str, value: Any) -> bool:
-    """``true/false/1/0/yes/no/on/off`` (any case) or a bool; ``AppRequestError`` otherwise."""
+    """``true/false/1/0/yes/no/on/off`` (any case) or a bool.
+
+    Raises:
+        InvalidOptionError: (422) anything else, naming ``key``.
+    """
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -92,18 +120,25 @@ def parse_bool(key: str, value: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise AppRequestError(f"{key}: expected true or false, got {value!r}")
+    raise InvalidOptionError(f"{key}: expected true or false, got {value!r}")
 
 
 def parse_number(key: str, value: Any, kind: type = float, lo: float | None = None, hi: float | None = None,
                  lo_open: bool = False, hi_open: bool = False) -> Any:
-    """``kind(value)`` checked against ``[lo, hi]`` (``lo_open``/``hi_open`` exclude the ends)."""
+    """``kind(value)`` checked against ``[lo, hi]`` (``lo_open``/``hi_open`` exclude the ends).
+
+    Raises:
+        InvalidOptionError: (422) not an integer / not a number (NaN included, and a bool).
+        AppRequestError: (400) outside the range.
+    """
     try:
+        if isinstance(value, bool):
+            raise TypeError("a bool is not a number")
         number = kind(str(value).strip()) if kind is int else kind(value)
     except (TypeError, ValueError):
-        raise AppRequestError(f"{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+        raise InvalidOptionError(f"{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
     if number != number:  # NaN
-        raise AppRequestError(f"{key}: expected a number, got {value!r}")
+        raise InvalidOptionError(f"{key}: expected a number, got {value!r}")
     too_low = lo is not None and (number < lo or (lo_open and number == lo))
     too_high = hi is not None and (number > hi or (hi_open and number == hi))
     if too_low or too_high:
@@ -121,24 +156,40 @@ def parse_roi_size(value: Any) -> tuple[int, int, int]:
         try:
             value = json.loads(text if text.startswith("[") else f"[{text}]")
         except json.JSONDecodeError:
-            raise AppRequestError(f"roi_size: expected 1 or 3 integers, got {text!r}") from None
+            raise InvalidOptionError(f"roi_size: expected 1 or 3 integers, got {text!r}") from None
     sizes = list(value) if isinstance(value, (list, tuple)) else [value]
     if len(sizes) == 1:
         sizes = sizes * 3
     if len(sizes) != 3:
-        raise AppRequestError(f"roi_size: expected 1 or 3 integers, got {value!r}")
+        raise InvalidOptionError(f"roi_size: expected 1 or 3 integers, got {value!r}")
     roi = tuple(parse_number("roi_size", s, int, lo=8) for s in sizes)
     if any(s % 8 for s in roi):
         raise AppRequestError(f"roi_size: every size must be a multiple of 8 (TransBTS downsamples ×8), got {roi}")
     return roi  # type: ignore[return-value]
 
 
-def parse_mode(value: Any) -> str:
-    """``union`` | ``robust_all`` | ``per_source`` (:data:`robustlabel.losses.source_aware.SOURCE_MODES`)."""
-    mode = str(value).strip().lower()
-    if mode not in SOURCE_MODES:
-        raise AppRequestError(f"mode: expected one of {list(SOURCE_MODES)}, got {value!r}")
-    return mode
+def parse_choice(key: str, value: Any, choices: Any) -> str:
+    """``value`` (stripped, lower case) if it is one of ``choices``; :class:`InvalidOptionError` (422) otherwise."""
+    choice = str(value).strip().lower()
+    if choice not in choices:
+        raise InvalidOptionError(f"{key}: expected one of {list(choices)}, got {value!r}")
+    return choice
+
+
+def parse_loss_param(key: str, value: Any) -> float:
+    """A robust-loss hyper-parameter (``q``, ``beta``, ``alpha``, ``gamma``): a number in the domain of
+    the loss that takes it, which the loss library checks (:func:`robustlabel.losses.get_loss`).
+
+    Raises:
+        InvalidOptionError: (422) not a number.
+        AppRequestError: (400) outside the loss's domain, e.g. ``q`` outside (0, 1].
+    """
+    number = float(parse_number(key, value))
+    try:
+        get_loss(LOSS_OF_PARAM[key], **{key: number})
+    except ValueError as exc:
+        raise AppRequestError(f"{key}: {exc}") from None
+    return number
 
 
 def parse_origins(value: Any) -> tuple[str, ...]:
@@ -180,9 +231,7 @@ def parse_hosts(value: Any) -> tuple[str, ...]:
 
 def parse_device(value: Any) -> str:
     """``auto`` | ``cpu`` | ``cuda``; ``cuda`` without a CUDA device is an error."""
-    device = str(value).strip().lower()
-    if device not in DEVICES:
-        raise AppRequestError(f"device: expected one of {list(DEVICES)}, got {value!r}")
+    device = parse_choice("device", value, DEVICES)
     try:
         resolve_device(device)
     except ValueError as exc:
@@ -241,8 +290,8 @@ class AppConf(LossSettings):
 
     def with_overrides(self, request: Mapping[str, Any]) -> AppConf:
         """A copy with the train-request overrides in ``request`` applied and validated."""
-        given = {k: request[k] for k in TRAIN_OVERRIDES if k in request and request[k] not in (None, "")}
-        return parse_conf({**self.as_conf(), **given}, default_model_dir=self.model_dir)
+        overrides = {k: request[k] for k in TRAIN_OVERRIDES if given(request, k, None) is not None}
+        return parse_conf({**self.as_conf(), **overrides}, default_model_dir=self.model_dir)
 
     def as_conf(self) -> dict[str, Any]:
         """The options as a ``--conf`` style dict (round-trips through :func:`parse_conf`)."""
@@ -260,7 +309,11 @@ def parse_conf(conf: Mapping[str, Any], default_model_dir: str) -> AppConf:
     """Validate the ``--conf`` dict; raise :class:`AppRequestError` (a ``ValueError``) naming the key.
 
     ``default_model_dir`` is used when ``conf`` has no ``model_dir`` (MONAI Label: ``<app>/model``).
+    Keys that are not options (:data:`KNOWN_KEYS`) are logged and ignored.
     """
+    unknown_keys = sorted(set(conf) - KNOWN_KEYS)
+    if unknown_keys:
+        logger.warning(f"Ignoring unknown --conf key(s) {unknown_keys}; known keys: {sorted(KNOWN_KEYS)}")
     tiny = parse_bool("tiny", conf.get("tiny", False))
     models_text = str(conf.get("models", "transbts"))
     models = tuple(m.strip().lower() for m in models_text.split(",") if m.strip())
@@ -268,18 +321,12 @@ def parse_conf(conf: Mapping[str, Any], default_model_dir: str) -> AppConf:
         models = AVAILABLE_MODELS
     unknown = [m for m in models if m not in AVAILABLE_MODELS]
     if unknown or not models:
-        raise AppRequestError(f"models: unknown model(s) {unknown or models_text!r}; available: {list(AVAILABLE_MODELS)}")
-    pseudo_loss = str(conf.get("pseudo_loss", "gce")).strip().lower()
-    if pseudo_loss not in PSEUDO_LOSSES:
-        raise AppRequestError(f"pseudo_loss: expected one of {list(PSEUDO_LOSSES)}, got {pseudo_loss!r}")
+        raise InvalidOptionError(f"models: unknown model(s) {unknown or models_text!r}; available: {list(AVAILABLE_MODELS)}")
     default_roi = 32 if tiny else 128
     model_dir = str(conf.get("model_dir") or default_model_dir)
     parsed = AppConf(
-        pseudo_loss=pseudo_loss,
-        q=parse_number("q", conf.get("q", LossSettings.q), lo=0, hi=1, lo_open=True),
-        beta=parse_number("beta", conf.get("beta", LossSettings.beta), lo=0, lo_open=True),
-        alpha=parse_number("alpha", conf.get("alpha", LossSettings.alpha), lo=0, lo_open=True),
-        gamma=parse_number("gamma", conf.get("gamma", LossSettings.gamma), lo=0, lo_open=True),
+        pseudo_loss=parse_choice("pseudo_loss", conf.get("pseudo_loss", LossSettings.pseudo_loss), PSEUDO_LOSSES),
+        **{key: parse_loss_param(key, conf.get(key, getattr(LossSettings, key))) for key in LOSS_OF_PARAM},
         models=models,
         tiny=tiny,
         roi_size=parse_roi_size(conf.get("roi_size", default_roi)),
@@ -296,20 +343,153 @@ def parse_conf(conf: Mapping[str, Any], default_model_dir: str) -> AppConf:
         cors_origins=parse_origins(conf.get("cors_origins", "")),
         allowed_hosts=parse_hosts(conf.get("allowed_hosts", "")),
         sessions=parse_bool("sessions", conf.get("sessions", False)),
-        mode=parse_mode(conf.get("mode", SOURCE_MODES[0])),
+        mode=parse_choice("mode", conf.get("mode", SOURCE_MODES[0]), SOURCE_MODES),
     )
-    try:  # the loss library has the last word on hyper-parameter domains
-        get_loss(parsed.pseudo_loss, **parsed.loss_params())
-    except ValueError as exc:
-        raise AppRequestError(f"pseudo_loss {parsed.pseudo_loss}: {exc}") from None
     return parsed
 
 
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
+def given(request: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``request[key]``, or ``default`` when the request leaves it out (missing, ``None`` or ``""``)."""
+    value = request.get(key)
+    return default if value is None or value == "" else value
 
 
-def plan_ranks(request: dict[str, Any], device: str) -> tuple[int, list[int] | None]:
+def train_defaults(conf: AppConf) -> dict[str, Any]:
+    """The run options of a train request when it leaves them out (also shown by ``/info``)."""
+    return {
+        "train_batch_size": 2 if conf.tiny else TrainConfig.batch_size,
+        "learning_rate": TrainConfig.lr,
+        "val_interval": 1 if conf.max_epochs <= 20 else 10,
+        "num_workers": 0 if conf.tiny else 4,
+    }
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """A validated train request: the app options with the request's overrides, and the run's own options."""
+
+    conf: AppConf
+    batch_size: int
+    learning_rate: float
+    val_interval: int
+    num_workers: int
+    device: str
+    ranks: int = 1
+    gpus: tuple[int, ...] | None = None
+
+
+def parse_train_request(conf: AppConf, request: Mapping[str, Any]) -> TrainRequest:
+    """Parse a (merged) train request against the app options ``conf`` (module docstring).
+
+    Raises:
+        InvalidOptionError: (422) a value of the wrong kind, naming the field.
+        AppRequestError: (400) a value outside its range, naming the field.
+    """
+    conf = conf.with_overrides(request)
+    defaults = train_defaults(conf)
+    device = conf.resolved_device(request.get("device"))
+    ranks, gpus = plan_ranks(request, device)
+    return TrainRequest(
+        conf=conf,
+        batch_size=parse_number("train_batch_size", given(request, "train_batch_size", defaults["train_batch_size"]),
+                                int, lo=1),
+        learning_rate=parse_number("learning_rate", given(request, "learning_rate", defaults["learning_rate"]),
+                                   lo=0, lo_open=True),
+        val_interval=parse_number("val_interval", given(request, "val_interval", defaults["val_interval"]), int, lo=1),
+        num_workers=parse_number("num_workers", given(request, "num_workers", defaults["num_workers"]), int, lo=0),
+        device=device,
+        ranks=ranks,
+        gpus=None if gpus is None else tuple(gpus),
+    )
+
+
+@dataclass(frozen=True)
+class PoolRequest:
+    """A validated ``/batch/infer`` request (pool pseudo-labelling)."""
+
+    model: str
+    device: str
+    batch_size: int = 2
+    #: ``None``: the engine's default (loader workers with CUDA, none on CPU)
+    num_workers: int | None = None
+    #: label at most this many pool images (0: all)
+    max_batch_size: int = 0
+    ranks: int = 1
+    gpus: tuple[int, ...] | None = None
+
+
+def parse_pool_request(conf: AppConf, request: Mapping[str, Any], models: list[str]) -> PoolRequest:
+    """Parse a (merged) ``/batch/infer`` request: ``model`` one of ``models``; ``images`` one of
+    :data:`IMAGE_SELECTIONS` or a list of image ids; ``label_tag`` a plain tag, and ``pseudo``;
+    the run options as in the module docstring.
+
+    Raises:
+        AppRequestError: 404 for an unknown model, 422 for a bad name or a value of the wrong kind,
+            400 for a value outside its range, each naming the field.
+    """
+    model = check_model_name(request.get("model"), models)
+    images = request.get("images", "all")
+    images = getattr(images, "value", images)
+    if isinstance(images, (list, tuple)):
+        for i, image_id in enumerate(images):
+            check_image_id(image_id, f"images[{i}]")
+    elif images not in IMAGE_SELECTIONS:
+        raise InvalidOptionError(f"images: expected one of {list(IMAGE_SELECTIONS)} or a list of image ids, got {images!r}")
+    tag = check_label_tag(request.get("label_tag") or PSEUDO, "label_tag")
+    if tag != PSEUDO:
+        raise InvalidOptionError(f"label_tag: pool pseudo-labels are stored under tag {PSEUDO!r}, not {tag!r}")
+    device = conf.resolved_device(request.get("device"))
+    ranks, gpus = plan_ranks(request, device)
+    workers = request.get("num_workers")
+    return PoolRequest(
+        model=model,
+        device=device,
+        batch_size=parse_number("batch_size", given(request, "batch_size", PoolRequest.batch_size), int, lo=1),
+        num_workers=None if workers is None else parse_number("num_workers", workers, int, lo=0),
+        max_batch_size=parse_number("max_batch_size", given(request, "max_batch_size", 0), int, lo=0),
+        ranks=ranks,
+        gpus=None if gpus is None else tuple(gpus),
+    )
+
+
+#: ``crop_margin`` values of an infer request that switch the crop off
+NO_CROP: frozenset[str] = frozenset({"none", "null", "off", "false", "no"})
+
+
+def parse_sliding_window(request: Mapping[str, Any], defaults: WindowSettings) -> WindowSettings:
+    """The sliding window of an infer request (:class:`~robustlabel.engine.inference.WindowSettings`).
+
+    ``sw_stock: true`` gives today's settings whatever the other keys say (:meth:`WindowSettings.stock`:
+    no crop, overlap 0.5, Gaussian blending, one window per forward unless the request gives
+    ``sw_batch_size``; the benchmarks' fixed baseline).  Otherwise each of ``sw_overlap`` (a number in [0, 1)),
+    ``sw_blend`` (``gaussian`` | ``constant``), ``crop_margin`` (an int ≥ 0, or ``none``/``off``/
+    ``false``: no crop) and ``crop_align`` (true/false) overrides ``defaults`` where given.
+
+    Raises:
+        InvalidOptionError: (422) a value of the wrong kind, naming the field.
+        AppRequestError: (400) a value outside its range, naming the field.
+    """
+    stock = parse_bool("sw_stock", given(request, "sw_stock", False))
+    default_batch = WindowSettings.stock().sw_batch_size if stock else defaults.sw_batch_size
+    sw_batch_size = parse_number("sw_batch_size", given(request, "sw_batch_size", default_batch), int, lo=1)
+    if stock:
+        return WindowSettings.stock(sw_batch_size)
+    blend = parse_choice("sw_blend", given(request, "sw_blend", defaults.blend), BLEND_MODES)
+    margin = given(request, "crop_margin", defaults.crop_margin)
+    if margin is False or (isinstance(margin, str) and margin.strip().lower() in NO_CROP):
+        margin = None
+    elif margin is not None:
+        margin = parse_number("crop_margin", margin, int, lo=0)
+    return WindowSettings(
+        sw_batch_size=sw_batch_size,
+        overlap=parse_number("sw_overlap", given(request, "sw_overlap", defaults.overlap), lo=0, hi=1, hi_open=True),
+        crop_margin=margin,
+        crop_align=parse_bool("crop_align", given(request, "crop_align", defaults.crop_align)),
+        blend=blend,
+    )
+
+
+def plan_ranks(request: Mapping[str, Any], device: str) -> tuple[int, list[int] | None]:
     """``(ranks, GPU ids or None)`` of a train or ``/batch/infer`` request.
 
     ``ranks: N`` asks for ``N`` ranks (gloo on CPU; on CUDA one GPU each, GPUs ``0…N−1``);
@@ -317,7 +497,8 @@ def plan_ranks(request: dict[str, Any], device: str) -> tuple[int, list[int] | N
     ``"0,1"``); without CUDA ``multi_gpu`` means one process (logged).
 
     Raises:
-        AppRequestError: a malformed ``ranks`` / ``gpus``, or more GPUs asked for than visible.
+        InvalidOptionError: (422) a malformed ``ranks``, ``multi_gpu`` or ``gpus``.
+        AppRequestError: (400) ``ranks`` < 1, or GPUs asked for that are not visible.
     """
     cuda = str(device).startswith("cuda") and torch.cuda.is_available()
     count = torch.cuda.device_count() if cuda else 0
@@ -328,7 +509,7 @@ def plan_ranks(request: dict[str, Any], device: str) -> tuple[int, list[int] | N
                 raise AppRequestError(f"ranks: {ranks} ranks on CUDA need {ranks} GPUs, {count} visible")
             return ranks, list(range(ranks))
         return ranks, None
-    if not _truthy(request.get("multi_gpu", False)):
+    if not parse_bool("multi_gpu", given(request, "multi_gpu", False)):
         return 1, None
     if not cuda:
         logger.info("multi_gpu requested without CUDA: one process (ranks=N starts N gloo CPU ranks)")
@@ -340,7 +521,7 @@ def plan_ranks(request: dict[str, Any], device: str) -> tuple[int, list[int] | N
         try:
             ids = [int(g) for g in gpus.split(",") if g.strip()]
         except ValueError:
-            raise AppRequestError(f"gpus: expected 'all' or GPU ids like '0,1', got {gpus!r}") from None
+            raise InvalidOptionError(f"gpus: expected 'all' or GPU ids like '0,1', got {gpus!r}") from None
     bad = [g for g in ids if not 0 <= g < count]
     if not ids or bad or len(set(ids)) != len(ids):
         raise AppRequestError(f"gpus: {gpus!r} does not name distinct visible GPUs (0..{count - 1})")

@@ -20,13 +20,15 @@ Why a subclass and not the stock ``LocalDatastore`` (MONAI Label 0.8.5):
   :func:`lib.names.require_inside` (the studies folder only).
 * **final is write-once from the clinician's side.** A model output (label info with a ``model``
   key, as ``MONAILabelApp.infer`` and the pool write it) is never stored under ``final``
-  (HTTP 409); a re-submitted final label keeps the previous file in ``final_history``; deleting a
+  (HTTP 409; this is the app's one check of it: ``/infer`` with ``save_label`` and
+  ``label_tag final`` runs and is then refused here); a re-submitted final label keeps the previous file in ``final_history``; deleting a
   final label -- directly or through ``remove_image`` -- is refused (HTTP 409) unless the server
   runs with ``--conf allow_final_delete true``, and then the file is moved to ``final_deleted``,
   never unlinked.  A removed image and its 4-D modalities file are moved together to
   ``deleted_images/<timestamp>/`` (not listed: the datastore does not recurse), never unlinked.
-  A pseudo-label is never stored next to a final label, and saving a final label
-  retires the image's pseudo-label (file, sidecar, record and scores) in the same transaction.
+  A pseudo-label is never stored next to a final label (checked under the datastore lock, in
+  the transaction that would store it), and saving a final label retires the image's
+  pseudo-label (file, sidecar, record and scores) in the same transaction.
 * **An atomic datastore file.** The stock ``_update_datastore_file`` opens ``datastore_v2.json``
   with mode ``"w"`` (truncating it) and writes in place: a ``kill -9`` during the write left an
   empty file, and the server then refused to start.  Here it is written to a temporary file in
@@ -44,7 +46,9 @@ Why a subclass and not the stock ``LocalDatastore`` (MONAI Label 0.8.5):
   never refuses to start.
 * **Uploads.** An uploaded image or label is checked from its NIfTI header before its voxels are
   read (:mod:`lib.uploads`): an image must stay under the voxel and byte caps, a label must have
-  its image's shape; the label is then checked in full (values ``{0, 1, 2, 4}``, affine).
+  its image's shape; the label is then checked in full (values ``{0, 1, 2, 4}``, affine) and
+  copied into place byte for byte.  A label computed in this process (the pool pseudo-labeller)
+  is checked in memory and written once, atomically, by :meth:`BratsDatastore.save_label_array`.
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore, LocalDatastoreModel
 from monailabel.interfaces.datastore import DefaultLabelTag
 from robustlabel.data.labels import BRATS_LABELS, LabelValueError, check_label_values
-from robustlabel.data.nifti import NiftiReadError, atomic_path, read_nifti, write_json_atomic
+from robustlabel.atomic import atomic_path, write_json_atomic
+from robustlabel.data.nifti import NiftiReadError, read_nifti, write_nifti_atomic
 from robustlabel.data.studies import FINAL, PSEUDO, modalities_path
 
 from . import uploads
@@ -101,14 +106,27 @@ def validate_label_file(label_path: str | os.PathLike, image_path: str | os.Path
     """Raise :class:`InvalidLabelError` unless ``label_path`` is a BraTS label map of the image's geometry.
 
     Checks, header first (:func:`lib.uploads.check_label_header`: the shape is compared before any
-    voxel is read): readable NIfTI; shape ``(X, Y, Z)`` of the image (trailing singleton axes are
-    ignored); affine equal to the image's within :data:`AFFINE_TOLERANCE`; values in ``{0, 1, 2, 4}``.
+    voxel is read): readable NIfTI, then :func:`check_label_array` on its voxels and affine.
     """
     uploads.check_label_header(label_path, image_path, image_id)
     try:
         label, label_affine = read_nifti(label_path)
     except NiftiReadError as exc:
         raise InvalidLabelError(f"label for image {image_id!r} is not a readable NIfTI file ({exc.reason})") from None
+    check_label_array(label, label_affine, image_path, image_id)
+
+
+def check_label_array(label: np.ndarray, label_affine: np.ndarray, image_path: str | os.PathLike,
+                      image_id: str) -> np.ndarray:
+    """Return ``label`` without trailing singleton axes if it is a BraTS label map of the image's geometry.
+
+    Checks: shape ``(X, Y, Z)`` of the image (read from its header); affine equal to the image's
+    within :data:`AFFINE_TOLERANCE` (mm); values in ``{0, 1, 2, 4}``.
+
+    Raises:
+        InvalidLabelError: (422) naming what differs.
+    """
+    label = np.asarray(label)
     while label.ndim > 3 and label.shape[-1] == 1:
         label = label[..., 0]
     header = nib.load(str(image_path))
@@ -126,6 +144,7 @@ def validate_label_file(label_path: str | os.PathLike, image_path: str | os.Path
         check_label_values(label, BRATS_LABELS, name=f"label for image {image_id!r}")
     except LabelValueError as exc:
         raise InvalidLabelError(f"{exc} (BraTS 2018-2021: 1 necrosis, 2 edema, 4 enhancing tumour)") from None
+    return label
 
 
 def check_label_tag(tag: Any, field: str = "tag") -> str:
@@ -438,36 +457,63 @@ class BratsDatastore(LocalDatastore):
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
                    sidecar: dict[str, Any] | None = None) -> str:
-        """Store a label with the guards of the module docstring.
+        """Store a label file (an upload, or ``/infer``'s output) with the guards of the module docstring:
+        checked from its header, then in full (:func:`validate_label_file`), then copied into place.
 
         Args:
             sidecar: a pseudo-label's provenance (docs/CONTRACTS.md), written as
                 ``labels/pseudo/<id>.json`` in the same transaction as the label and its record.
         """
+        tag, info = self._label_request(image_id, label_tag, label_info)
+        validate_label_file(label_filename, self.get_image_uri(image_id), image_id)
+        _, ext = self._to_id(os.path.basename(label_filename))
+
+        def copy(dest: Path) -> None:
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(label_filename, tmp)
+
+        return self._store_label(image_id, tag, info, sidecar, ext, copy)
+
+    def save_label_array(self, image_id: str, label: np.ndarray, affine: np.ndarray, label_tag: str,
+                         label_info: dict[str, Any], sidecar: dict[str, Any] | None = None,
+                         header: dict[str, Any] | None = None) -> str:
+        """Store a label computed in this process (the pool pseudo-labeller): checked in memory
+        (:func:`check_label_array`) and written once, atomically, as ``labels/<tag>/<id>.nii.gz``.
+
+        Args:
+            label: BraTS values, the image's ``(X, Y, Z)`` shape.
+            affine: 4x4, the image's (within :data:`AFFINE_TOLERANCE`).
+            header: the source image's qform/sform codes and units
+                (:func:`robustlabel.data.nifti.header_fields`), kept in the written file.
+            sidecar: as in :meth:`save_label`.
+        """
+        tag, info = self._label_request(image_id, label_tag, label_info)
+        label = check_label_array(label, affine, self.get_image_uri(image_id), image_id)
+        return self._store_label(image_id, tag, info, sidecar, ".nii.gz",
+                                 lambda dest: write_nifti_atomic(dest, label, affine, header))
+
+    def _label_request(self, image_id: str, label_tag: str, label_info: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        """The checks of a label to store that need no file: tag, image, and no model output under ``final``."""
         tag = check_label_tag(label_tag or FINAL)
         self.require_image(image_id)
         info = dict(label_info or {})
         if tag == FINAL and MODEL_OUTPUT_KEY in info:
             raise FinalLabelProtectedError(
                 f"refusing to store the output of model {info[MODEL_OUTPUT_KEY]!r} for image {image_id!r} under "
-                f"tag {FINAL!r}: that tag holds clinician labels only (use 'original' or '{PSEUDO}')"
+                f"label_tag (tag) {FINAL!r}: that tag holds clinician labels only (they are submitted with "
+                f"PUT /datastore/label); save model outputs as 'original' or '{PSEUDO}'"
             )
-        if tag == PSEUDO and self.has_final_label(image_id):
-            raise FinalLabelProtectedError(
-                f"image {image_id!r} has a {FINAL!r} label; a pseudo-label is never stored next to it"
-            )
-        validate_label_file(label_filename, self.get_image_uri(image_id), image_id)
-        return self._store_label(image_id, label_filename, tag, info, sidecar)
+        return tag, info
 
-    def _store_label(self, image_id: str, label_filename: str, tag: str, info: dict[str, Any],
-                     sidecar: dict[str, Any] | None = None) -> str:
-        """Copy the label into place atomically and record it, in one transaction.
+    def _store_label(self, image_id: str, tag: str, info: dict[str, Any], sidecar: dict[str, Any] | None,
+                     ext: str, write: Callable[[Path], Any]) -> str:
+        """Write the label into place atomically (``write(dest)``) and record it, in one transaction.
 
         The stock method copies with ``shutil.copy`` straight onto ``labels/<tag>/<id>.nii.gz``, so a
         crash, or a reader in another process, could meet a truncated label.  A final label that
-        already exists is first copied to ``labels/final_history/<id>/<timestamp><ext>``.
+        already exists is first copied to ``labels/final_history/<id>/<timestamp><ext>``.  A
+        pseudo-label is refused here, under the lock, when the image has a final label.
         """
-        _, ext = self._to_id(os.path.basename(label_filename))
         ext = ext if ext in (".nii.gz", ".nii") else ".nii.gz"
         name = self._filename(image_id, ext)
         dest = self._inside(Path(self._datastore.label_path(tag)) / name, "label")
@@ -476,11 +522,11 @@ class BratsDatastore(LocalDatastore):
             obj = model.objects.get(image_id)
             if obj is None:
                 raise ImageNotFoundError(f"image {image_id!r} was removed meanwhile")
-            # re-checked under the lock: a final label saved by another process after the check in
-            # save_label (it writes under this lock too) must not get a pseudo-label beside it
+            # under the lock: a final label saved by any process (it writes under this lock too)
+            # is seen here, so no pseudo-label is ever stored beside it
             if tag == PSEUDO and (obj.labels.get(FINAL) or self.label_file(image_id, FINAL).exists()):
                 raise FinalLabelProtectedError(
-                    f"image {image_id!r} got a {FINAL!r} label meanwhile; a pseudo-label is never stored next to it"
+                    f"image {image_id!r} has a {FINAL!r} label; a pseudo-label is never stored next to it"
                 )
             dest.parent.mkdir(parents=True, exist_ok=True)
             if tag == FINAL:
@@ -489,8 +535,7 @@ class BratsDatastore(LocalDatastore):
                         self._archive_final(image_id, previous, FINAL_HISTORY)
             if sidecar is not None:
                 write_json_atomic(self.sidecar_file(image_id), sidecar)
-            with atomic_path(dest) as tmp:
-                shutil.copyfile(label_filename, tmp)
+            write(dest)
             obj.labels[tag] = DataModel(info={**info, "ts": int(time.time()), "name": name}, ext=ext)
             self._dirty = True
             if tag == FINAL:

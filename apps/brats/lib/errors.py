@@ -47,6 +47,13 @@ class ModelNotTrainedError(AppRequestError):
     status_code_default = 409
 
 
+class InvalidOptionError(AppRequestError):
+    """An option value of the wrong kind: not a number, not true/false, not one of the listed
+    choices (HTTP 422).  A value of the right kind outside its range is a plain 400."""
+
+    status_code_default = 422
+
+
 class InvalidNameError(AppRequestError):
     """A tag, image id or model name that is not a plain datastore name (HTTP 422 unless given)."""
 

@@ -54,8 +54,9 @@ it happens in MONAI Label's FastAPI layer before or after them:
    sight.  ``AsyncTask.run`` is wrapped so that the merged request is validated by the app in
    the server first, and a bad name is a 4xx naming the field.
 
-The guards are installed from :meth:`BratsApp.server_mode` (the app is created inside the
-server's lifespan, after its middleware stack was built, so the middleware wraps that stack).
+The guards are installed from :meth:`lib.app_guards.GuardedApp.server_mode` (the app is created
+inside the server's lifespan, after its middleware stack was built, so the middleware wraps that
+stack).
 """
 
 from __future__ import annotations

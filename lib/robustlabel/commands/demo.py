@@ -23,10 +23,16 @@ the full-size network instead.  The trained model goes to ``<studies>/../model``
 repository's app folder stays clean.  ``--dry-run`` prepares the studies, prints the command and
 the next steps, and exits.
 
-``--loop`` needs no server: it runs ``robustlabel teacher-student --tiny --lr 3e-3`` on the sample studies
+``--loop`` needs no server: it runs the teacher–student rounds of
+``robustlabel teacher-student --tiny --lr 3e-3`` (the command line is printed; the rounds run in
+this process through :func:`robustlabel.engine.rounds.run_teacher_student`) on the sample studies
 (teacher on the ``final`` labels with CE, pseudo-labels for the rest, student with CE + the
 robust loss) and prints WT/TC/ET Dice per round on held-out clinician-labelled cases; results
 go to ``<studies>/../teacher-student``.
+
+The studies are generated with :func:`robustlabel.data.synthetic.write_synthetic_brats` and
+:func:`robustlabel.data.studies.import_brats`, the functions behind ``synth-brats`` and
+``import-brats``; the equivalent command lines are printed.
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ import sys
 from pathlib import Path
 
 import robustlabel
-from robustlabel import cli
+from robustlabel.commands import teacher_student
+from robustlabel.data.studies import import_brats
+from robustlabel.data.synthetic import write_synthetic_brats
 
 HELP = "generate sample studies and start the MONAI Label server with the BraTS app"
 
@@ -89,16 +97,22 @@ def prepare_studies(args: argparse.Namespace) -> Path:
         return studies
     if args.cases < 1:
         raise SystemExit(f"--cases must be >= 1, got {args.cases}")
+    if args.seed < 0:
+        raise SystemExit(f"--seed must be >= 0, got {args.seed}")
     source = studies.parent / "brats_source"
-    steps = [
-        ["synth-brats", str(source), "--cases", str(args.cases), "--shape", *map(str, args.shape), "--seed", str(args.seed)],
-        ["import-brats", str(source), str(studies), "--labeled-fraction", str(args.labeled_fraction),
-         "--seed", str(args.seed), "--no-progress"],
-    ]
-    for step in steps:
-        print("$ robustlabel " + shlex.join(step))
-        if cli.main(step) != 0:
-            raise SystemExit(f"robustlabel {step[0]} failed")
+    print("$ robustlabel " + shlex.join(["synth-brats", str(source), "--cases", str(args.cases), "--shape",
+                                         *map(str, args.shape), "--seed", str(args.seed)]))
+    folders = write_synthetic_brats(source, cases=args.cases, shape=args.shape, seed=args.seed)
+    print(f"wrote {len(folders)} synthetic BraTS cases of shape {tuple(args.shape)} to {source}")
+    print("$ robustlabel " + shlex.join(["import-brats", str(source), str(studies), "--labeled-fraction",
+                                         str(args.labeled_fraction), "--seed", str(args.seed), "--no-progress"]))
+    try:
+        report = import_brats(source, studies, labeled_fraction=args.labeled_fraction, seed=args.seed, progress=False)
+    except ValueError as exc:
+        raise SystemExit(f"robustlabel import-brats failed: {exc}") from exc
+    print(report.format())
+    if not (report.labeled or report.unlabeled):
+        raise SystemExit("robustlabel import-brats failed: no case imported")
     return studies
 
 
@@ -162,18 +176,25 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def loop_options(args: argparse.Namespace, studies: Path) -> list[str]:
+    """The ``robustlabel teacher-student`` options that ``--loop`` runs with."""
+    return ["--studies", str(studies), "--tiny", "--loss", args.loss, "--lr", str(LOOP_LR),
+            "--epochs", str(args.max_epochs), "--rounds", str(args.rounds), "--out", str(studies.parent / "teacher-student")]
+
+
 def run_loop(args: argparse.Namespace, studies: Path) -> int:
     """Teacher–student rounds on the sample studies with the tiny network (no server)."""
     # The TransBTS recipe's lr 2e-4 is tuned for 1000 epochs of the full network; the tiny one
     # learns the synthetic studies in 20 epochs at 3e-3 (held-out WT Dice ~0.9, see
     # tests/engine/test_engine_learns_synthetic.py), which makes the demo's table meaningful.
-    step = ["teacher-student", "--studies", str(studies), "--tiny", "--loss", args.loss, "--lr", str(LOOP_LR),
-            "--epochs", str(args.max_epochs), "--rounds", str(args.rounds),
-            "--out", str(studies.parent / "teacher-student")]
-    print("$ robustlabel " + shlex.join(step), flush=True)
+    options = loop_options(args, studies)
+    print("$ robustlabel " + shlex.join(["teacher-student", *options]), flush=True)
     if args.dry_run:
         return 0
-    return cli.main(step)
+    parser = argparse.ArgumentParser(prog="robustlabel teacher-student")
+    teacher_student.add_arguments(parser)  # the command's defaults for everything --loop does not set
+    teacher_student.print_result(teacher_student.teacher_student(parser.parse_args(options)))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

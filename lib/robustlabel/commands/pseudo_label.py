@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _label(args: argparse.Namespace, report: bool) -> int:
     """Label the pool (this rank's shard in a job); print the summary when ``report`` (rank 0)."""
-    from robustlabel.engine.pseudo_label import StudiesSink, pseudo_label_studies, rank_by_uncertainty
+    from robustlabel.engine.pseudo_label import StudiesSink, pseudo_label_studies
+    from robustlabel.metrics.uncertainty import rank_by_uncertainty
 
     try:
         sink = StudiesSink(args.studies, label_dir=args.pseudo_dir)

@@ -52,8 +52,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from robustlabel.engine.config import INITS, PRECISIONS, SELECTIONS, SOURCE_MODES
+from robustlabel.engine.config import INITS, PRECISIONS, SELECTIONS
+from robustlabel.losses.source_aware import SOURCE_MODES
+
+if TYPE_CHECKING:  # for the type hints only; the rounds module is imported when the command runs
+    from robustlabel.engine.rounds import RoundsConfig, RoundsResult
 
 HELP = "teacher-student rounds: CE teacher, pseudo-labels, student with a robust loss; held-out Dice table"
 
@@ -121,6 +126,56 @@ def precision_fields(args: argparse.Namespace) -> dict:
     return precision_settings(args.precision) if args.precision else {"amp": True, "amp_dtype": "auto"}
 
 
+def rounds_config(args: argparse.Namespace) -> RoundsConfig:
+    """The :class:`~robustlabel.engine.rounds.RoundsConfig` of parsed teacher-student options.
+
+    Raises:
+        ValueError: a setting the engine refuses (e.g. ``--rounds 0``).
+        SystemExit: ``--no-amp`` with ``--precision bf16|fp16``.
+    """
+    from robustlabel.engine.config import TrainConfig
+    from robustlabel.engine.rounds import RoundsConfig
+    from robustlabel.networks import TINY_TRANSBTS
+
+    train_config = TrainConfig(
+        network=dict(TINY_TRANSBTS) if args.tiny else {},
+        roi_size=tuple(args.roi) if args.roi else None,
+        batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+        pseudo_loss=args.loss, pseudo_params=loss_params(args), pseudo_weight=args.pseudo_weight,
+        val_interval=args.val_interval, sw_batch_size=args.sw_batch_size, num_workers=args.num_workers,
+        seed=args.seed, device=args.device, mode=args.mode, **precision_fields(args),
+    )
+    return RoundsConfig(
+        train=train_config, rounds=args.rounds, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+        split_seed=args.split_seed, pseudo_dir=args.pseudo_dir, save_confidence=args.save_confidence,
+        select=args.select, init=args.init,
+    )
+
+
+def teacher_student(args: argparse.Namespace) -> RoundsResult:
+    """Run :func:`~robustlabel.engine.rounds.run_teacher_student` with parsed teacher-student options
+    (this rank's share in a ``torchrun`` job); progress events go to stderr unless ``--no-progress``.
+
+    Raises:
+        SystemExit: a bad setting (the engine's ``ValueError``), naming the command.
+    """
+    from robustlabel.engine.rounds import run_teacher_student
+
+    try:
+        return run_teacher_student(
+            args.studies, args.out, rounds_config(args), resume=not args.no_resume, progress=not args.no_progress,
+            on_event=None if args.no_progress else print_event,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"teacher-student: {exc}") from exc
+
+
+def print_result(result: RoundsResult) -> None:
+    """Print the held-out Dice table of a :class:`~robustlabel.engine.rounds.RoundsResult` and where it is saved."""
+    print(result.markdown)
+    print(f"\nresults: {result.out_dir / 'results.md'} (.csv, .json)")
+
+
 def run(args: argparse.Namespace) -> int:
     from robustlabel.engine.distributed import run_as_rank
 
@@ -129,37 +184,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _rounds(args: argparse.Namespace, report: bool) -> int:
     """Run the rounds (every rank of a job); print the table when ``report`` (rank 0)."""
-    from robustlabel.engine.config import TrainConfig
-    from robustlabel.engine.rounds import RoundsConfig, run_teacher_student
-    from robustlabel.networks import TINY_TRANSBTS
-
-    try:
-        train_config = TrainConfig(
-            network=dict(TINY_TRANSBTS) if args.tiny else {},
-            roi_size=tuple(args.roi) if args.roi else None,
-            batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
-            pseudo_loss=args.loss, pseudo_params=loss_params(args), pseudo_weight=args.pseudo_weight,
-            val_interval=args.val_interval, sw_batch_size=args.sw_batch_size, num_workers=args.num_workers,
-            seed=args.seed, device=args.device, mode=args.mode, **precision_fields(args),
-        )
-        config = RoundsConfig(
-            train=train_config, rounds=args.rounds, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-            split_seed=args.split_seed, pseudo_dir=args.pseudo_dir, save_confidence=args.save_confidence,
-            select=args.select, init=args.init,
-        )
-        result = run_teacher_student(
-            args.studies, args.out, config, resume=not args.no_resume, progress=not args.no_progress,
-            on_event=None if args.no_progress else _print_event,
-        )
-    except ValueError as exc:
-        raise SystemExit(f"teacher-student: {exc}") from exc
-    if not report:
-        return 0
-    print(result.markdown)
-    print(f"\nresults: {result.out_dir / 'results.md'} (.csv, .json)")
+    result = teacher_student(args)
+    if report:
+        print_result(result)
     return 0
 
 
-def _print_event(event: dict) -> None:
+def print_event(event: dict) -> None:
+    """One progress line per orchestration event on stderr: ``[round k] stage: key=value, ...``."""
     details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("stage", "round"))
     print(f"[round {event['round']}] {event['stage']}: {details}", file=sys.stderr, flush=True)

@@ -2,8 +2,9 @@
 Label studies folder, MONAI transforms and synthetic phantoms.
 
 Import the sub-modules directly (``robustlabel.data.transforms``, ``robustlabel.data.brats``,
-``robustlabel.data.studies``, ``robustlabel.data.synthetic``); the label conventions are
-re-exported here.
+``robustlabel.data.studies``, ``robustlabel.data.synthetic``; for the CIFAR tables
+``robustlabel.data.cifar``, ``robustlabel.data.cifar_transforms`` and ``robustlabel.data.splits``,
+the labelled / unlabelled / validation split); the label conventions are re-exported here.
 """
 
 from .labels import (

@@ -5,7 +5,8 @@
   data loader.
 * :func:`write_nifti_atomic` serialises the image in memory, gzips it with a fixed
   ``mtime = 0`` (the same array and affine always give the same bytes), writes a hidden
-  temporary file in the target directory and renames it into place with :func:`os.replace`.
+  temporary file in the target directory and renames it into place with :func:`os.replace`
+  (:mod:`robustlabel.atomic`).
   The temporary name ends in ``.tmp``, never in ``.nii``/``.nii.gz``, so a MONAI Label
   datastore scanning the folder with ``*.nii.gz`` patterns never sees a half-written file.
 * :func:`read_header_fields` / :func:`header_fields` read the part of a NIfTI header that a
@@ -18,17 +19,17 @@
 from __future__ import annotations
 
 import gzip
-import json
 import os
-import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
+
+# the atomic writers live in robustlabel.atomic; the names below stay importable from here until
+# every caller imports them from robustlabel.atomic (see the issue #11 map)
+from ..atomic import atomic_path, write_bytes_atomic, write_files_atomic, write_json_atomic  # noqa: F401
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 #: gzip level of written files (nibabel's own default: fast, files ~10 % larger than level 9)
@@ -130,64 +131,6 @@ def nifti_bytes(
         img.header.set_xyzt_units(xyz=fields["xyz_units"], t=fields["t_units"])
     raw = img.to_bytes()
     return gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0) if compress else raw
-
-
-def _stage(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a hidden ``.tmp`` file next to ``path``; return the temporary path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return Path(tmp)
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a hidden temporary path next to ``path``; when the body succeeds, rename it onto
-    ``path`` with :func:`os.replace`.  The temporary file is removed when the body raises."""
-    path = Path(path)
-    tmp = _stage(path, b"")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_files_atomic(files: Sequence[tuple[str | os.PathLike, bytes]]) -> list[Path]:
-    """Write several files as one unit: all go to temporary files first, then each is
-    renamed into place with :func:`os.replace`, **in the given order**.
-
-    If any write fails, no target is touched and every temporary file is removed.  (The
-    renames themselves are atomic one by one; put the file whose appearance "publishes"
-    the set last.)
-    """
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, data in files:
-            path = Path(path)
-            staged.append((_stage(path, data), path))
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-    return [path for _, path in staged]
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory + ``os.replace``)."""
-    return write_files_atomic([(path, data)])[0]
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any, default: Callable[[Any], Any] | None = None) -> Path:
-    """Write ``obj`` as pretty-printed JSON (indent 2, trailing newline) to ``path`` atomically.
-
-    ``default`` is :func:`json.dumps`' hook for objects JSON cannot encode.
-    """
-    return write_bytes_atomic(path, (json.dumps(obj, indent=2, default=default) + "\n").encode("utf-8"))
 
 
 def nifti_file_bytes(

@@ -4,8 +4,11 @@
   train a segmentation network on clinician (CE) and pseudo-labels (robust loss), resumable;
 * :class:`PseudoLabeller`, :class:`StudiesSink`, :class:`PseudoLabelSink`,
   :func:`pseudo_label_studies` (:mod:`.pseudo_label`): label the unannotated pool with a teacher;
+* :func:`run_rounds` (:mod:`.teacher_student`): the one teacher → pseudo-labels → student
+  orchestration over pluggable train / predict-pool / evaluate steps (:class:`TeacherStudentSteps`);
+  :class:`SegmentationSteps` (:mod:`.segmentation_steps`): its BraTS steps;
 * :func:`run_teacher_student` / :class:`RoundsConfig` (:mod:`.rounds`): teacher → pseudo-labels →
-  student rounds with held-out evaluation (:func:`evaluate_checkpoint`, :mod:`.evaluate`);
+  student rounds on a studies folder with held-out evaluation (:func:`evaluate_checkpoint`, :mod:`.evaluate`);
 * :func:`student_items` (:mod:`.pseudo_label`): a pool's pseudo-label results → the student's
   datalist items;
 * :class:`SourceBalancedSampler` (:mod:`.sampler`): 1:1 clinician/pseudo batches of
@@ -24,7 +27,6 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "TrainConfig": "config",
-    "DEFAULT_PSEUDO_PARAMS": "config",
     "TrainResult": "trainer",
     "SourceAwareTrainer": "trainer",
     "train": "trainer",
@@ -39,7 +41,6 @@ _EXPORTS: dict[str, str] = {
     "StudiesSink": "pseudo_label",
     "ProtectedLabelError": "pseudo_label",
     "pseudo_label_studies": "pseudo_label",
-    "rank_by_uncertainty": "pseudo_label",
     "student_items": "pseudo_label",
     "SourceBalancedSampler": "sampler",
     "DistributedSourceBalancedSampler": "sampler",
@@ -48,6 +49,10 @@ _EXPORTS: dict[str, str] = {
     "label_pool": "pool_shards",
     "train_on_local_ranks": "local_ranks",
     "evaluate_checkpoint": "evaluate",
+    "run_rounds": "teacher_student",
+    "StudentSpec": "teacher_student",
+    "TeacherStudentSteps": "teacher_student",
+    "SegmentationSteps": "segmentation_steps",
     "RoundsConfig": "rounds",
     "RoundsResult": "rounds",
     "run_teacher_student": "rounds",

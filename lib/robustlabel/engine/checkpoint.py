@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.nifti import atomic_path
+from ..atomic import atomic_path
 from ..networks import build_network
 from .config import TrainConfig
 

@@ -1,28 +1,25 @@
-"""Teacher–student training for image classification (Cui et al. Sec. 2.2, CIFAR-10 Table 1).
+"""Teacher–student training and prediction for image classification (Cui et al. Sec. 2.2, CIFAR-10 Table 1).
 
 The recipe, for a training set split into a labelled part ``L`` (true labels ``y``), an
-unlabelled part ``U`` and a validation part::
+unlabelled part ``U`` and a validation part (:func:`robustlabel.data.splits.split_indices`)::
 
     teacher  f_T = argmin  (1/|L|) Σ_{i∈L} CE(f(x_i), y_i)                         (lower bound)
     pseudo   ŷ_j = argmax_k f_T(x_j)_k ,  j ∈ U
     student  f_S = argmin  (1/|L∪U|) [ Σ_{i∈L} CE(f(x_i), y_i) + Σ_{j∈U} ℓ_robust(f(x_j), ŷ_j) ]
     upper    f_U = argmin  (1/|L∪U|) Σ_{i∈L∪U} CE(f(x_i), y_i)                    (upper bound)
 
-The per-sample choice of loss is :class:`robustlabel.losses.SourceAwareLoss`; every model is
-trained by :func:`train_classifier` with the segmentation engine's machinery: the ignite/MONAI
+The per-sample choice of loss is :class:`robustlabel.losses.SourceAwareLoss` (built by
+:func:`robustlabel.losses.source_aware.source_aware_loss`); every model is trained by
+:func:`train_classifier` with the segmentation engine's machinery: the ignite/MONAI
 :class:`~robustlabel.engine.trainer.SourceAwareTrainer` (a ``SupervisedTrainer`` that hands
 each item's label source to the loss), SGD + step learning rate
 (:class:`~monai.handlers.LrScheduleHandler`), ignite's tqdm ``ProgressBar``, an atomic
 ``last.pt`` written every epoch (:class:`~robustlabel.engine.checkpoint.AtomicCheckpointer`)
 and MONAI's ``CheckpointLoader`` to resume an interrupted run.
 
-Augmentation uses ``torchvision.transforms.v2`` rather than MONAI transforms: on 32 x 32
-images MONAI's per-sample pipeline costs ~1.3 ms (0.3 ms without meta-data) against ~0.1 ms,
-which would make the data loader, not the GPU, the bottleneck of a 150-epoch run.
-
-:func:`fit_full_batch` trains the 2-D toy perceptron of Fig. 2 with a plain loop: one
-full-batch Adam step per iteration on a few hundred points, where an engine, a data loader
-and checkpoints would add nothing.
+The pieces it stands on live by job: the network in :mod:`robustlabel.networks.resnet`, the
+transforms in :mod:`robustlabel.data.cifar_transforms`, the splits and training sets in
+:mod:`robustlabel.data.splits`, top-1 accuracy in :mod:`robustlabel.metrics.classification`.
 """
 
 from __future__ import annotations
@@ -36,20 +33,17 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader
 
+from robustlabel.data.cifar_transforms import image_transform
+from robustlabel.data.splits import AugmentedImageDataset, TrainingSet
 from robustlabel.engine.checkpoint import BEST_NAME, LAST_NAME, AtomicCheckpointer
-from robustlabel.engine.config import AMP_DTYPES, PRECISIONS, SELECTIONS
+from robustlabel.engine.config import PRECISIONS, SELECTIONS, amp_dtype_for, precision_used
 from robustlabel.engine.sampler import SourceBalancedSampler
+from robustlabel.losses import SourceAwareLoss
 from robustlabel.machine import resolve_device
-from robustlabel.engine.datalist import FINAL, PSEUDO
-from robustlabel.losses import PixelwiseLoss, SourceAwareLoss, get_loss
+from robustlabel.metrics.classification import accuracy
 
-#: per-channel mean and std of the CIFAR-10 training images (in [0, 1])
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 #: optimisers :class:`ClassifierConfig` can ask for
 OPTIMIZERS = ("sgd", "adam")
 
@@ -108,167 +102,23 @@ class ClassifierConfig:
     def use_amp(self) -> bool:
         return self.autocast_dtype is not None
 
+    def _autocast_request(self) -> tuple[bool, str]:
+        """``(amp, amp_dtype)`` for :func:`~robustlabel.engine.config.amp_dtype_for`: ``precision``
+        when given, else ``amp`` (``None``: on) with float16."""
+        if self.precision is not None:
+            return self.precision != "fp32", self.precision if self.precision != "fp32" else "auto"
+        return (True if self.amp is None else bool(self.amp)), "fp16"
+
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        """The autocast dtype of training and prediction (``None``: float32)."""
-        if self.torch_device.type != "cuda":
-            return None
-        if self.precision is not None:
-            return None if self.precision == "fp32" else AMP_DTYPES[self.precision]
-        on = True if self.amp is None else bool(self.amp)
-        return torch.float16 if on else None
+        """The autocast dtype of training and prediction (``None``: float32; always on CPU)."""
+        return amp_dtype_for(self.torch_device, *self._autocast_request())
 
     @property
     def precision_used(self) -> str:
         """``"fp32"``, ``"bf16"`` or ``"fp16"``: what actually runs on this config's device."""
-        dtype = self.autocast_dtype
-        return "fp32" if dtype is None else ("bf16" if dtype == torch.bfloat16 else "fp16")
+        return precision_used(*self._autocast_request(), self.torch_device)
 
-
-# --------------------------------------------------------------------------- model and data
-def cifar_resnet18(num_classes: int = 10, widen_factor: float = 1.0, in_channels: int = 3) -> nn.Module:
-    """ResNet-18, CIFAR variant: 3 x 3 stride-1 stem, no max-pool, basic blocks [2, 2, 2, 2].
-
-    MONAI's :class:`~monai.networks.nets.ResNet` with ``spatial_dims=2``; widths
-    ``64·w, 128·w, 256·w, 512·w`` (``w = widen_factor``; 1.0 gives the 11.2 M-parameter model).
-    """
-    from monai.networks.nets import ResNet
-
-    if not widen_factor > 0 or int(64 * widen_factor) < 1:
-        raise ValueError(f"widen_factor must give at least one channel (64·w >= 1), got {widen_factor}")
-    return ResNet(
-        block="basic",
-        layers=[2, 2, 2, 2],
-        block_inplanes=[64, 128, 256, 512],
-        spatial_dims=2,
-        n_input_channels=in_channels,
-        conv1_t_size=3,
-        conv1_t_stride=1,
-        no_max_pool=True,
-        shortcut_type="B",
-        widen_factor=widen_factor,
-        num_classes=num_classes,
-    )
-
-
-def image_transform(train: bool) -> v2.Compose:
-    """uint8 ``(…, 3, H, W)`` → normalised float32; training adds the standard CIFAR augmentation.
-
-    Training: random 32 x 32 crop of the image zero-padded by 4 px, then a horizontal flip with
-    probability 0.5.  Both: ``x ↦ (x/255 − μ_c)/σ_c`` with :data:`CIFAR_MEAN` / :data:`CIFAR_STD`.
-    The evaluation transform also works on whole batches ``(B, 3, H, W)``.
-    """
-    steps: list[Any] = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if train else []
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR_MEAN, CIFAR_STD)]
-    return v2.Compose(steps)
-
-
-@dataclass(frozen=True)
-class TrainingSet:
-    """Images ``(N, 3, H, W)`` uint8, labels ``(N,)`` int64 and the per-sample ``is_pseudo`` flag."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    is_pseudo: torch.Tensor
-
-    def __post_init__(self) -> None:
-        n = self.images.shape[0]
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        if tuple(self.labels.shape) != (n,) or tuple(self.is_pseudo.shape) != (n,):
-            raise ValueError(
-                f"{n} images need labels and is_pseudo of shape ({n},), got {tuple(self.labels.shape)} "
-                f"and {tuple(self.is_pseudo.shape)}"
-            )
-        if self.is_pseudo.dtype != torch.bool:
-            raise ValueError(f"is_pseudo must be a bool tensor, got {self.is_pseudo.dtype}")
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
-def make_training_set(
-    images: np.ndarray | torch.Tensor,
-    true_labels: np.ndarray | torch.Tensor,
-    labelled: np.ndarray,
-    unlabelled: np.ndarray | None = None,
-    pseudo_labels: np.ndarray | torch.Tensor | None = None,
-) -> TrainingSet:
-    """The training set of one row of the teacher–student table.
-
-    * teacher / lower bound: ``labelled`` only, true labels;
-    * student: ``labelled`` with true labels + ``unlabelled`` with ``pseudo_labels`` (``is_pseudo``);
-    * upper bound: ``labelled`` + ``unlabelled``, all with true labels (``pseudo_labels=None``).
-
-    ``pseudo_labels[j]`` belongs to ``unlabelled[j]``.
-    """
-    images = torch.as_tensor(images)
-    true_labels = torch.as_tensor(true_labels, dtype=torch.int64)
-    labelled = torch.as_tensor(labelled, dtype=torch.int64)
-    unlabelled = torch.as_tensor(np.asarray([] if unlabelled is None else unlabelled), dtype=torch.int64)
-    if pseudo_labels is not None:
-        pseudo_labels = torch.as_tensor(pseudo_labels, dtype=torch.int64)
-        if pseudo_labels.shape != unlabelled.shape:
-            raise ValueError(f"{unlabelled.numel()} unlabelled samples but {pseudo_labels.numel()} pseudo-labels")
-        extra_labels, extra_flag = pseudo_labels, torch.ones_like(unlabelled, dtype=torch.bool)
-    else:
-        extra_labels, extra_flag = true_labels[unlabelled], torch.zeros_like(unlabelled, dtype=torch.bool)
-    index = torch.cat([labelled, unlabelled])
-    return TrainingSet(
-        images=images[index],
-        labels=torch.cat([true_labels[labelled], extra_labels]),
-        is_pseudo=torch.cat([torch.zeros_like(labelled, dtype=torch.bool), extra_flag]),
-    )
-
-
-class AugmentedImageDataset(Dataset):
-    """Items ``{"image": float (3, H, W), "label": int64, "source": "final" | "pseudo"}`` of a :class:`TrainingSet`."""
-
-    def __init__(self, data: TrainingSet, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.data = data
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"image": self.transform(self.data.images[i]), "label": self.data.labels[i],
-                "source": PSEUDO if self.data.is_pseudo[i] else FINAL}
-
-
-@dataclass(frozen=True)
-class DataSplit:
-    """Disjoint index sets of a training set: labelled, unlabelled (for pseudo-labels), validation."""
-
-    labelled: np.ndarray
-    unlabelled: np.ndarray
-    val: np.ndarray
-
-
-def split_indices(n: int, labelled_fraction: float, val_fraction: float, seed: int) -> DataSplit:
-    """Random split of ``range(n)``: ``round(val_fraction·n)`` validation samples, then
-    ``round(labelled_fraction·(n − n_val))`` of the rest labelled, the others unlabelled.
-
-    Deterministic in ``seed``; every part is sorted.
-    """
-    if not 0 < labelled_fraction <= 1 or not 0 <= val_fraction < 1:
-        raise ValueError(
-            f"need 0 < labelled_fraction <= 1 and 0 <= val_fraction < 1, got {labelled_fraction}, {val_fraction}"
-        )
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(val_fraction * n))
-    n_lab = int(round(labelled_fraction * (n - n_val)))
-    if n_lab < 1:
-        raise ValueError(f"labelled_fraction={labelled_fraction} of {n - n_val} training samples leaves none labelled")
-    return DataSplit(
-        labelled=np.sort(order[n_val : n_val + n_lab]), unlabelled=np.sort(order[n_val + n_lab :]), val=np.sort(order[:n_val])
-    )
-
-
-def source_aware_loss(pseudo_loss: str, mode: str = "union", **params: float) -> SourceAwareLoss:
-    """CE on true labels, ``get_loss(pseudo_loss, **params)`` on pseudo-labels (Cui et al. Sec. 2.2),
-    the two sources weighted by ``mode`` (see :class:`~robustlabel.losses.SourceAwareLoss`)."""
-    return SourceAwareLoss(clinician=get_loss("ce"), pseudo=get_loss(pseudo_loss, **params), mode=mode)
 
 
 # --------------------------------------------------------------------------- training
@@ -494,14 +344,6 @@ def predict_logits(
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
-def accuracy(logits: torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
-    """Top-1 accuracy in percent: ``100 · mean(argmax_k z_k == y)``."""
-    labels = torch.as_tensor(labels)
-    if logits.shape[0] != labels.shape[0] or labels.numel() == 0:
-        raise ValueError(f"need as many (>0) logits as labels, got {logits.shape[0]} and {labels.shape[0]}")
-    return 100.0 * float((logits.argmax(1) == labels).float().mean())
-
-
 def pseudo_label(
     network: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 512, device: torch.device | str | None = None,
     amp_dtype: torch.dtype | None | str = "auto",
@@ -510,6 +352,73 @@ def pseudo_label(
     probs = predict_logits(network, images, batch_size, device, amp_dtype).softmax(1)
     confidence, labels = probs.max(1)
     return labels.numpy().astype(np.int64), confidence.numpy()
+
+
+def fit_classifier(
+    build_network: Callable[[], nn.Module],
+    data: TrainingSet,
+    loss: SourceAwareLoss,
+    config: ClassifierConfig,
+    *,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    description: str = "train",
+    progress: bool | None = None,
+    select: str = "last",
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Seed, build and :func:`train_classifier` one model; load the epoch to be scored.
+
+    ``torch.manual_seed(seed)`` precedes ``build_network()``, so every model of one seed
+    starts from the same weights and sees the same shuffling: rows of a table differ only in
+    their training labels and loss.  ``select="last"`` (default, the paper) keeps the last
+    epoch; ``"best"`` loads the epoch of best accuracy on ``val`` (validated after every epoch;
+    needs ``checkpoint_dir``).
+
+    Returns:
+        The network in eval mode and the JSON-ready training part of a run record,
+        ``{"train_size", "n_pseudo", "epochs", "seconds", "resumed_from_epoch", "device", "select",
+        "scored_epoch"}``.
+
+    Raises:
+        ValueError: unknown ``select``, or ``"best"`` without ``val`` or ``checkpoint_dir``.
+    """
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    if select == "best" and val is None:
+        raise ValueError("select='best' needs a 'val' evaluation set")
+    torch.manual_seed(seed)
+    network = build_network()
+    summary = train_classifier(network, data, loss, config, checkpoint_dir=checkpoint_dir, seed=seed,
+                               description=description, progress=progress, val=val if select == "best" else None)
+    scored_epoch = config.epochs
+    if select == "best":
+        best = torch.load(Path(checkpoint_dir) / BEST_NAME, map_location=config.torch_device, weights_only=True)
+        network.load_state_dict(best["network"])
+        network.eval()
+        scored_epoch = int(best["best"]["epoch"])
+    return network, {
+        "train_size": len(data),
+        "n_pseudo": int(data.is_pseudo.sum()),
+        "epochs": config.epochs,
+        "seconds": round(summary.seconds, 1),
+        "resumed_from_epoch": summary.resumed_from_epoch,
+        "device": str(config.torch_device),
+        "select": select,
+        "scored_epoch": scored_epoch,
+    }
+
+
+def score_classifier(
+    network: nn.Module, eval_sets: Mapping[str, tuple[np.ndarray, np.ndarray]], config: ClassifierConfig
+) -> dict[str, float]:
+    """Top-1 accuracy (%) of ``network`` on each ``(images, labels)`` set: ``{"<name>_acc": ...}``
+    (prediction on ``config``'s device and autocast dtype)."""
+    return {
+        f"{name}_acc": accuracy(predict_logits(network, images, config.eval_batch_size, config.torch_device,
+                                               config.autocast_dtype), labels)
+        for name, (images, labels) in eval_sets.items()
+    }
 
 
 def fit_and_evaluate(
@@ -525,74 +434,16 @@ def fit_and_evaluate(
     progress: bool | None = None,
     select: str = "last",
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Seed, build, :func:`train_classifier` and measure top-1 accuracy (%) on each eval set.
+    """:func:`fit_classifier`, then :func:`score_classifier` on each eval set.
 
-    ``torch.manual_seed(seed)`` precedes ``build_network()``, so every model of one seed
-    starts from the same weights and sees the same shuffling: rows of a table differ only in
-    their training labels and loss.  ``select="last"`` (default, the paper) scores the last
-    epoch; ``"best"`` scores the epoch of best accuracy on ``eval_sets["val"]`` (validated
-    after every epoch; needs ``checkpoint_dir``).  Returns the network that was scored and a
-    JSON-ready record ``{"<name>_acc": ..., "train_size", "n_pseudo", "epochs", "seconds",
-    "resumed_from_epoch", "device", "select", "scored_epoch"}``.
+    ``select="best"`` scores the epoch of best accuracy on ``eval_sets["val"]``.  Returns the
+    network that was scored and the record ``{"<name>_acc": ..., "train_size", "n_pseudo",
+    "epochs", "seconds", "resumed_from_epoch", "device", "select", "scored_epoch"}``.
 
     Raises:
         ValueError: unknown ``select``, or ``"best"`` without a ``"val"`` set or ``checkpoint_dir``.
     """
-    if select not in SELECTIONS:
-        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
-    if select == "best" and "val" not in eval_sets:
-        raise ValueError("select='best' needs a 'val' evaluation set")
-    torch.manual_seed(seed)
-    network = build_network()
-    summary = train_classifier(network, data, loss, config, checkpoint_dir=checkpoint_dir, seed=seed,
-                               description=description, progress=progress,
-                               val=eval_sets["val"] if select == "best" else None)
-    scored_epoch = config.epochs
-    if select == "best":
-        best = torch.load(Path(checkpoint_dir) / BEST_NAME, map_location=config.torch_device, weights_only=True)
-        network.load_state_dict(best["network"])
-        network.eval()
-        scored_epoch = int(best["best"]["epoch"])
-    record: dict[str, Any] = {
-        f"{name}_acc": accuracy(predict_logits(network, images, config.eval_batch_size, config.torch_device,
-                                               config.autocast_dtype), labels)
-        for name, (images, labels) in eval_sets.items()
-    }
-    record.update(
-        train_size=len(data),
-        n_pseudo=int(data.is_pseudo.sum()),
-        epochs=config.epochs,
-        seconds=round(summary.seconds, 1),
-        resumed_from_epoch=summary.resumed_from_epoch,
-        device=str(config.torch_device),
-        select=select,
-        scored_epoch=scored_epoch,
-    )
-    return network, record
-
-
-# --------------------------------------------------------------------------- toy perceptron
-def fit_full_batch(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    loss: PixelwiseLoss | nn.Module,
-    *,
-    steps: int = 2000,
-    lr: float = 0.05,
-    description: str = "fit",
-) -> list[float]:
-    """Full-batch Adam on ``loss(model(inputs), targets)`` for ``steps`` iterations; returns the loss curve."""
-    if steps < 1 or not lr > 0:
-        raise ValueError(f"need steps >= 1 and lr > 0, got steps={steps}, lr={lr}")
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    curve = []
-    for _ in tqdm(range(steps), desc=description, leave=False, mininterval=0.5):
-        optimizer.zero_grad(set_to_none=True)
-        value = loss(model(inputs), targets)
-        value.backward()
-        optimizer.step()
-        curve.append(float(value.detach()))
-    model.eval()
-    return curve
+    network, training = fit_classifier(build_network, data, loss, config, seed=seed, checkpoint_dir=checkpoint_dir,
+                                       description=description, progress=progress, select=select,
+                                       val=eval_sets.get("val"))
+    return network, {**score_classifier(network, eval_sets, config), **training}

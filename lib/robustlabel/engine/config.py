@@ -16,19 +16,9 @@ from typing import Any
 
 import torch
 
-# SOURCE_MODES (re-exported): the ``mode`` choices, how the two label sources are weighted
-from ..losses.source_aware import SOURCE_MODES as SOURCE_MODES
-
 from ..losses.hparams import paper_params
+from ..losses.source_aware import SOURCE_MODES
 
-# re-exported: engine.pseudo_label and scripts/brats_robust_ssl.py still import it from here
-from ..machine import resolve_device as resolve_device
-
-#: The seed paper's BraTS value of each robust loss' hyper-parameter (Cui et al., Sec. 3.2), read
-#: from :data:`robustlabel.losses.hparams.PAPER_HPARAMS`; ``beta_ce`` is the library's name of ``bce``
-DEFAULT_PSEUDO_PARAMS: dict[str, dict[str, float]] = {
-    name: paper_params(name) for name in ("gce", "bce", "beta_ce", "sce")
-}
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: ``--precision`` choices: float32 everywhere (the seed paper), or autocast to bf16 / fp16 on CUDA
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
@@ -74,7 +64,7 @@ class TrainConfig:
         poly_power: exponent of the poly decay ``lr_e = lr_0 (1 − e/E)^p`` (0.9).
         pseudo_loss: :func:`robustlabel.losses.get_loss` name of the loss on pseudo-labels.
         pseudo_params: its hyper-parameters; ``None`` takes the seed paper's BraTS values
-            (:data:`DEFAULT_PSEUDO_PARAMS`), e.g. ``q = 0.7`` for GCE.
+            (:func:`robustlabel.losses.hparams.paper_params`), e.g. ``q = 0.7`` for GCE.
         pseudo_weight: weight ``w`` of the pseudo-label term of
             :class:`~robustlabel.losses.SourceAwareLoss`.
         val_interval: validate every this many epochs (and always after the last one).
@@ -174,10 +164,11 @@ class TrainConfig:
     # ------------------------------------------------------------------ derived values
     @property
     def resolved_pseudo_params(self) -> dict[str, float]:
-        """``pseudo_params``, or the seed paper's BraTS values for ``pseudo_loss``."""
+        """``pseudo_params``, or the seed paper's BraTS values for ``pseudo_loss`` (``{}`` for a
+        loss the paper did not tune, e.g. CE)."""
         if self.pseudo_params is not None:
             return dict(self.pseudo_params)
-        return dict(DEFAULT_PSEUDO_PARAMS.get(self.pseudo_loss.lower(), {}))
+        return paper_params(self.pseudo_loss)
 
     @property
     def resolved_roi_size(self) -> tuple[int, int, int]:

@@ -256,24 +256,6 @@ def shard(items: Sequence[T], ctx: DistContext | None = None) -> list[int]:
     return list(sampler)
 
 
-def rank_zero_store(path: str | os.PathLike, config: Mapping[str, Any], overwrite: bool = False) -> Any:
-    """A :class:`robustlabel.reporting.ResultsStore` of a (possibly distributed) script: every rank
-    opens it and keeps the records, so every rank makes the same skip/run decisions; only rank 0
-    writes the file."""
-    from ..reporting import ResultsStore, _json_default
-
-    class RankZeroStore(ResultsStore):
-        def put(self, key: str, record: Mapping[str, Any]) -> None:
-            if current().is_main:
-                super().put(key, record)
-            else:
-                import json
-
-                self.runs[key] = json.loads(json.dumps(dict(record), default=_json_default))
-
-    return RankZeroStore(path, config, overwrite=overwrite)
-
-
 # --------------------------------------------------------------------------- local launcher
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port free on ``host`` right now (the OS picks it)."""

@@ -1,30 +1,22 @@
 """Pool pseudo-labelling: a teacher checkpoint labels every case without a clinician label.
 
-Per case ``x`` the teacher's sliding-window softmax ``p_v = softmax(z_v)`` (float32) gives
-
-* the label ``ŷ_v = argmax_k p_{v,k}``, stored in BraTS values {0, 1, 2, 4} with the shape and
-  affine of the input volume (no resampling happens anywhere in the pipeline);
-* the voxel confidence ``c_v = max_k p_{v,k}`` and entropy ``H_v = −Σ_k p_{v,k} ln p_{v,k}`` (nats,
-  at most ``ln C``), averaged over the predicted tumour ``T = {v : ŷ_v ≠ 0}`` and over the brain
-  ``B = {v : x_v ≠ 0 for some modality}`` (the z-scored modalities keep the zero background);
-* the case ``uncertainty``, by which the MONAI Label app ranks cases for the clinician
-  (largest first):
-
-  .. math:: u = \\begin{cases} \\frac{1}{|T|}\\sum_{v∈T} H_v / \\ln C ∈ [0, 1], & T ≠ ∅ \\\\
-                                1 \\;(\\text{maximally uncertain}), & T = ∅ \\end{cases}
-
-  An empty predicted tumour counts as maximally uncertain: a BraTS case always has a tumour,
-  so a teacher that finds none has failed on it, and that case needs the clinician most.  (The
-  mean entropy over the whole brain would rank such a complete miss *last*: the brain is mostly
-  confidently predicted background, about 0.1 against about 0.8 for an honestly uncertain
-  tumour.)  ``uncertainty_region`` in the sidecar says which case applied (``"tumour"`` or
-  ``"empty"``).
+Per case ``x`` the teacher's sliding-window softmax ``p_v = softmax(z_v)`` (float32) gives the
+label ``ŷ_v = argmax_k p_{v,k}``, stored in BraTS values {0, 1, 2, 4} with the shape and affine of
+the input volume (no resampling happens anywhere in the pipeline), the voxel confidence
+``c_v = max_k p_{v,k}``, and the statistics in the sidecar: voxel counts, mean confidence and
+entropy over the predicted tumour and the brain, and the case ``uncertainty`` ``u`` (the mean
+normalised entropy over the predicted tumour, 1 when the teacher predicts none), by which the
+MONAI Label app ranks cases for the clinician, largest first.  The maths is in
+:mod:`robustlabel.metrics.uncertainty`.
 
 Throughput (the per-image path of MONAI Label's stock ``BatchInferTask`` is the baseline, see
 ``scripts/bench_pseudo_label.py``):
 
 * the teacher is loaded once; volumes of equal shape are stacked into batches, so the sliding
   window fills ``sw_batch_size`` with windows of several volumes;
+* the sliding window runs on the brain's bounding box only (the batch's union of non-zero boxes
+  plus a margin, :mod:`robustlabel.engine.crop`), with the pool's measured overlap and blending
+  (:data:`~robustlabel.engine.inference.POOL_WINDOWS`); background everywhere else;
 * a MONAI ``DataLoader`` with workers decompresses the next batch while the GPU runs the current
   one (default: ``min(4, cores)`` workers with CUDA, none on CPU, where the intra-op threads of
   the convolutions already use every core and worker processes only compete with them);
@@ -32,8 +24,9 @@ Throughput (the per-image path of MONAI Label's stock ``BatchInferTask`` is the 
   on CPU, with the network in ``channels_last_3d`` (oneDNN's fast conv3d layout, see
   :mod:`robustlabel.engine.inference`);
 * label, confidence and statistics come from one pass over the float32 probabilities
-  (:func:`summarise_prediction`), then a single background writer thread compresses and stores
-  each case (NIfTI gzip + sidecar) while the next batch is computed; at most
+  (:func:`~robustlabel.metrics.uncertainty.summarise_prediction`), then a single background
+  writer thread compresses and stores each case (NIfTI gzip + sidecar) while the next batch is
+  computed; at most
   :data:`MAX_PENDING_BATCHES` batches wait for it, a failed write is raised in the caller, and
   the writer re-checks the clinician label right before it writes.
 
@@ -49,7 +42,6 @@ checkpoint file) is skipped, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -65,14 +57,17 @@ import torch
 from monai.data import DataLoader, list_data_collate
 from tqdm import tqdm
 
-from ..data.labels import BRATS_LABELS, train_to_brats
-from ..data.nifti import NiftiReadError, read_header_fields, write_bytes_atomic, write_nifti_atomic
+from ..atomic import write_bytes_atomic
+from ..data.labels import BRATS_LABELS
+from ..data.nifti import NiftiReadError, read_header_fields, write_nifti_atomic
 from ..data.studies import FINAL, LABELS_DIR, PSEUDO, label_path, unlabeled_datalist
 from ..data.transforms import infer_transforms
+from ..machine import resolve_device
+from ..metrics.uncertainty import summarise_prediction
 from .checkpoint import network_from_checkpoint, read_checkpoint, sha256_file
-from .config import amp_dtype_for, resolve_device
+from .config import amp_dtype_for
 from .datalist import CaseDataset, UnreadableCaseError, check_datalist
-from .inference import default_channels_last, make_inferer, predict_probabilities, prepare_network
+from .inference import POOL_WINDOWS, WindowSettings, default_channels_last, predict_probabilities, prepare_network
 
 #: the voxel-confidence map stores ``round(c_v · CONFIDENCE_SCALE)`` as uint8
 CONFIDENCE_SCALE = 255
@@ -81,8 +76,6 @@ CONFIDENCE_DIR = "pseudo_confidence"
 WRITTEN, SKIPPED_CLINICIAN, SKIPPED_SAME_TEACHER = "written", "skipped_clinician", "skipped_same_teacher"
 #: batches whose outputs may wait for the background writer before inference pauses
 MAX_PENDING_BATCHES = 2
-#: the uncertainty of a case whose predicted tumour is empty (module docstring)
-EMPTY_TUMOUR_UNCERTAINTY = 1.0
 #: sidecar key holding the source image's qform/sform codes and units (copied into the label file)
 SOURCE_HEADER_KEY = "source_header"
 
@@ -120,7 +113,8 @@ def write_pseudo_label(
 @runtime_checkable
 class PseudoLabelSink(Protocol):
     """Where pseudo-labels go.  The MONAI Label app implements it on top of its datastore
-    (``save_label(image_id, path, "pseudo", info)``)."""
+    (``save_label_array(image_id, label, affine, "pseudo", info)``, which refuses a pseudo-label next
+    to a clinician label under the datastore's lock)."""
 
     def has_clinician_label(self, case: str) -> bool:
         """Whether ``case`` has a clinician (``final``) label; such a case is never written."""
@@ -220,49 +214,7 @@ class StudiesSink:
         return str(path)
 
 
-# --------------------------------------------------------------------------- per-case maths
-def region_confidence(max_prob: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor) -> dict[str, float | int | None]:
-    """``{"voxels", "mean_max_prob", "mean_entropy"}`` of the voxels in ``mask`` (means ``None`` if empty)."""
-    count = int(mask.sum())
-    if count == 0:
-        return {"voxels": 0, "mean_max_prob": None, "mean_entropy": None}
-    weights = mask.to(max_prob.dtype)
-    return {
-        "voxels": count,
-        "mean_max_prob": float((max_prob * weights).sum() / count),
-        "mean_entropy": float((entropy * weights).sum() / count),
-    }
-
-
-def summarise_prediction(probs: torch.Tensor, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One case: ``probs`` ``(C, *S)`` softmax, ``image`` ``(M, *S)`` z-scored modalities.
-
-    Returns ``(label in BraTS values (uint8, *S), voxel confidence c_v (float32, *S), stats)``
-    with ``stats`` = voxel counts per BraTS value, confidence over tumour and brain, and the
-    ``uncertainty`` (module docstring): the normalised mean entropy over the predicted tumour,
-    1 when the teacher predicts no tumour at all.
-    """
-    n_classes = probs.shape[0]
-    max_prob, classes = probs.max(dim=0)
-    entropy = torch.special.entr(probs).sum(dim=0)
-    tumour = classes != 0
-    brain = (image != 0).any(dim=0)
-    counts = torch.bincount(classes.flatten(), minlength=n_classes).tolist()
-    confidence = {"tumour": region_confidence(max_prob, entropy, tumour), "brain": region_confidence(max_prob, entropy, brain)}
-    tumour_entropy = confidence["tumour"]["mean_entropy"]
-    empty = tumour_entropy is None
-    stats = {
-        "voxel_counts": {str(value): int(counts[i]) for i, value in enumerate(BRATS_LABELS[:n_classes])},
-        "confidence": confidence,
-        "entropy_unit": "nats",
-        "max_entropy": math.log(n_classes),
-        "uncertainty": EMPTY_TUMOUR_UNCERTAINTY if empty else tumour_entropy / math.log(n_classes),
-        "uncertainty_region": "empty" if empty else "tumour",
-    }
-    label = train_to_brats(classes.to(torch.uint8).cpu().numpy())
-    return label, max_prob.float().cpu().numpy(), stats
-
-
+# --------------------------------------------------------------------------- batching
 def default_num_workers(device: torch.device) -> int:
     """Loader workers: ``min(4, cores)`` with CUDA (decompression overlaps GPU work), 0 on CPU."""
     return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
@@ -310,13 +262,9 @@ class PseudoLabelResult:
 
     @property
     def uncertainty(self) -> float | None:
-        """Normalised mean entropy in the predicted tumour, 1 when it is empty (module docstring)."""
+        """Normalised mean entropy in the predicted tumour, 1 when it is empty
+        (:mod:`robustlabel.metrics.uncertainty`)."""
         return None if self.info is None else self.info["uncertainty"]
-
-
-def rank_by_uncertainty(infos: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, float]]:
-    """``[(case, uncertainty), …]`` most uncertain first, from ``{case: sidecar}``."""
-    return sorted(((c, float(i["uncertainty"])) for c, i in infos.items()), key=lambda t: (-t[1], t[0]))
 
 
 class PseudoLabeller:
@@ -326,7 +274,11 @@ class PseudoLabeller:
         checkpoint: an engine checkpoint (``best.pt``/``last.pt``); its SHA-256 identifies the teacher.
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
         batch_size: volumes (of equal shape) per forward pass.
-        sw_batch_size, overlap: sliding-window settings (default: the checkpoint's config).
+        windows: sliding-window settings (overlap, blending, ``sw_batch_size``, crop to the brain;
+            default :data:`~robustlabel.engine.inference.POOL_WINDOWS`, chosen by measurement;
+            :meth:`WindowSettings.stock() <robustlabel.engine.inference.WindowSettings.stock>`
+            restores today's: no crop, overlap 0.5).
+        sw_batch_size, overlap: override those two of ``windows``.
         num_workers: data-loader workers decompressing the next volumes (``None``:
             :func:`default_num_workers`).
         amp, amp_dtype: autocast on CUDA (bf16 where supported, else fp16).
@@ -344,6 +296,7 @@ class PseudoLabeller:
         batch_size: int = 2,
         sw_batch_size: int | None = None,
         overlap: float | None = None,
+        windows: WindowSettings | None = None,
         num_workers: int | None = None,
         amp: bool = True,
         amp_dtype: str = "auto",
@@ -371,11 +324,8 @@ class PseudoLabeller:
         self.batch_size = int(batch_size)
         self.num_workers = default_num_workers(self.device) if num_workers is None else int(num_workers)
         self.save_confidence = bool(save_confidence)
-        self.inferer = make_inferer(
-            self.config.resolved_roi_size,
-            sw_batch_size or self.config.sw_batch_size,
-            self.config.sw_overlap if overlap is None else overlap,
-        )
+        self.windows = (POOL_WINDOWS if windows is None else windows).replace(sw_batch_size=sw_batch_size, overlap=overlap)
+        self.inferer = self.windows.inferer(self.config.resolved_roi_size)
 
     @property
     def teacher_sha256(self) -> str:
@@ -438,7 +388,8 @@ class PseudoLabeller:
                 )
                 for batch_indices, batch in zip(batches, loader):
                     images = batch["image"].to(self.device, non_blocking=True)
-                    probs = predict_probabilities(self.network, images, self.inferer, self.amp_dtype)
+                    probs = predict_probabilities(self.network, images, self.inferer, self.amp_dtype,
+                                                  crop_margin=self.windows.crop_margin, crop_align=self.windows.crop_align)
                     for b, local in enumerate(batch_indices):
                         index = todo[local]
                         label, info, confidence = self._summarise(items[index], probs[b], images[b], geometry[index])
@@ -491,6 +442,10 @@ class PseudoLabeller:
             "inference": {
                 "roi_size": list(self.inferer.roi_size),
                 "sw_overlap": float(self.inferer.overlap),
+                "sw_batch_size": int(self.windows.sw_batch_size),
+                "blend": self.windows.blend,
+                "crop_margin": self.windows.crop_margin,
+                "crop_align": bool(self.windows.crop_align),
                 "device": str(self.device),
                 "amp_dtype": None if self.amp_dtype is None else str(self.amp_dtype).replace("torch.", ""),
             },

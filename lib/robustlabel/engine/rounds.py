@@ -6,7 +6,7 @@
    training (at least 1, so at least 3 clinician-labelled cases are needed).  The fractions
    round the seed paper's BraTS split 200 / 28 / 57 to 70 / 10 / 20 % (285 cases give
    199 / 29 / 57; ``val_fraction=28/285, test_fraction=57/285`` reproduce it exactly, as
-   ``scripts/brats_robust_ssl.py`` does).
+   :mod:`robustlabel.experiments.cui_table2` does).
 2. **Round 0, teacher**: CE on the training ``final`` labels only ("lower bound" of the paper).
 3. **Pseudo-label** every case without a ``final`` label (the pool) with the teacher's
    selected checkpoint (``select``: ``best.pt``, the best validation Dice, by default;
@@ -18,6 +18,10 @@
 5. Every round's selected checkpoint is scored on the held-out test cases (WT/TC/ET Dice and
    HD95, the BraTS worst case 373.13 mm for a region missed or hallucinated; ``n`` is printed
    beside every mean).
+
+Steps 2–5 are :func:`~robustlabel.engine.teacher_student.run_rounds` over the BraTS steps
+(:class:`~robustlabel.engine.segmentation_steps.SegmentationSteps`); this module adds the split,
+the reports and the clinician-label check of a studies folder.
 
 Output in ``out_dir``: ``split.json``, ``round_0_teacher/``, ``round_<k>_student/`` (each a
 :func:`~robustlabel.engine.train` run folder), ``results.json`` (config, split, per-case and
@@ -41,21 +45,22 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_bytes_atomic, write_json_atomic
 from ..data.labels import REGIONS
-from ..data.nifti import write_bytes_atomic, write_json_atomic
 from ..data.studies import FINAL, studies_datalist, unlabeled_datalist
 from ..losses import get_loss
 from ..machine import resolve_device
-from ..metrics import format_mean_std
+from ..markdown import markdown_table
 from ..metrics.brats import BRATS_WORST_HD95
+from ..metrics.statistics import format_mean_std
 from .checkpoint import sha256_file
 from .config import INITS, SELECTIONS, TrainConfig, precision_used
 from .datalist import require_clinician_labels
-from .evaluate import evaluate_checkpoint
-from .distributed import broadcast_object, current
-from .pool_shards import label_pool
-from .pseudo_label import PseudoLabeller, StudiesSink, student_items
-from .trainer import EpochCallback, TrainResult, train
+from .distributed import current
+from .pseudo_label import StudiesSink
+from .segmentation_steps import RoundResult, SegmentationSteps
+from .teacher_student import Outcome, StudentSpec, run_rounds
+from .trainer import EpochCallback
 
 VAL_FRACTION = 0.1
 TEST_FRACTION = 0.2
@@ -115,35 +120,6 @@ class RoundsConfig:
 
 
 @dataclass
-class RoundResult:
-    """One round: its training run, pseudo-label counts and held-out scores."""
-
-    round: int
-    role: str
-    loss: str
-    train_final: int
-    train_pseudo: int
-    train: TrainResult
-    test_rows: list[dict[str, Any]]
-    test_summary: dict[str, dict[str, float]]
-    select: str = "best"
-
-    def row(self) -> dict[str, Any]:
-        """Flat summary: Dice/HD95 mean and std per region, validation score, checkpoint."""
-        out: dict[str, Any] = {
-            "round": self.round, "role": self.role, "loss": self.loss,
-            "train_final": self.train_final, "train_pseudo": self.train_pseudo,
-            "best_epoch": self.train.best_epoch, "val_mean_dice": self.train.best_metric,
-        }
-        for key, stats in self.test_summary.items():
-            out[f"{key}_mean"], out[f"{key}_std"], out[f"{key}_n"] = stats["mean"], stats["std"], stats["n"]
-        out["test_cases"] = len(self.test_rows)
-        out["select"] = self.select
-        out["checkpoint"] = str(self.train.checkpoint(self.select))
-        return out
-
-
-@dataclass
 class RoundsResult:
     out_dir: Path
     split: dict[str, list[str]]
@@ -189,15 +165,6 @@ def clinician_label_hashes(studies: str | os.PathLike) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- report
-def loss_label(config: TrainConfig, role: str) -> str:
-    """``"ce"`` for a teacher, else e.g. ``"ce + gce(q=0.7)"``."""
-    if role == "teacher":
-        return "ce"
-    params = ", ".join(f"{k}={v:g}" for k, v in sorted(config.resolved_pseudo_params.items()))
-    weight = "" if config.pseudo_weight == 1 else f"{config.pseudo_weight:g}·"
-    return f"ce + {weight}{config.pseudo_loss}({params})"
-
-
 def _mean_std(summary: Mapping[str, Mapping[str, float]], key: str) -> str:
     return format_mean_std(summary.get(key), with_n=True)
 
@@ -206,12 +173,10 @@ def format_markdown(results: Sequence[RoundResult], config: RoundsConfig | None 
     """Markdown table: one row per round, held-out Dice mean ± std (n) per region, then the
     protocol choices (``select``, ``mode``, ``init``, precision) when ``config`` is given."""
     head = ["round", "model", "loss", "final", "pseudo", *(f"Dice {r}" for r in REGIONS), "HD95 WT (mm)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results:
-        cells = [str(r.round), r.role, r.loss, str(r.train_final), str(r.train_pseudo)]
-        cells += [_mean_std(r.test_summary, f"dice_{region}") for region in REGIONS]
-        cells.append(_mean_std(r.test_summary, "hd95_WT"))
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[r.round, r.role, r.loss, r.train_final, r.train_pseudo,
+             *(_mean_std(r.test_summary, f"dice_{region}") for region in REGIONS), _mean_std(r.test_summary, "hd95_WT")]
+            for r in results]
+    lines = [markdown_table(head, rows)]
     n_test = len(results[0].test_rows) if results else 0
     lines.append(f"\nHeld-out test cases: {n_test}; mean ± std (n = cases) over cases; HD95 of a region present in "
                  f"exactly one of prediction and truth counts as {BRATS_WORST_HD95} mm (BraTS worst case).")
@@ -283,34 +248,23 @@ def run_teacher_student(
     train_final = [final_items[c] for c in split["train"]]
     val_items = [final_items[c] for c in split["val"]]
     test_items = [final_items[c] for c in split["test"]]
-    sink = StudiesSink(studies, label_dir=config.pseudo_dir)
-    device = config.train.device
-
+    steps = SegmentationSteps(
+        train_final, val_items, test_items, unlabeled_datalist(studies),
+        StudiesSink(studies, label_dir=config.pseudo_dir), config.train,
+        lambda job: out / f"round_{job.round}_{job.role}", select=config.select,
+        pseudo_batch_size=config.pseudo_batch_size, save_confidence=config.save_confidence,
+        resume=resume, progress=progress, on_epoch=on_epoch, on_event=emit,
+    )
     results: list[RoundResult] = []
-    teacher_config = config.train.replace(pseudo_loss="ce", pseudo_params={}, pseudo_weight=1.0)
-    pseudo_items: list[dict[str, Any]] = []
-    for k in range(config.rounds + 1):
-        role = "teacher" if k == 0 else "student"
-        round_config = teacher_config if k == 0 else config.train
-        if k > 0:
-            teacher = results[-1].train.checkpoint(config.select)
-            emit({"stage": "pseudo-label", "round": k, "teacher": str(teacher)})
-            pseudo_items = _pseudo_label_pool(studies, teacher, sink, config, progress)
-            if config.init == "teacher":
-                round_config = round_config.replace(init_checkpoint=str(teacher))
-        emit({"stage": "train", "round": k, "role": role, "final": len(train_final), "pseudo": len(pseudo_items)})
-        run = train(train_final + pseudo_items, val_items, out / f"round_{k}_{role}", round_config,
-                    resume=resume, progress=progress, on_epoch=on_epoch)
-        scored = run.checkpoint(config.select)
-        emit({"stage": "evaluate", "round": k, "checkpoint": str(scored)})
-        scores = evaluate_checkpoint(scored, test_items, device=device, num_workers=config.train.num_workers,
-                                     amp=config.train.amp, progress=progress) if ctx.is_main else None
-        rows, summary = broadcast_object(scores)
-        results.append(RoundResult(k, role, loss_label(round_config, role), len(train_final), len(pseudo_items),
-                                   run, rows, summary, config.select))
-        markdown = format_markdown(results, config)
+
+    def report(outcome: Outcome[Any, RoundResult]) -> None:
+        results.append(outcome.result)
         if ctx.is_main:
-            _write_reports(out, config, split, results, markdown)
+            _write_reports(out, config, split, results, format_markdown(results, config))
+
+    student = StudentSpec(config.train.pseudo_loss, config.train.pseudo_loss, config.train.pseudo_params)
+    run_rounds(steps, [student], rounds=config.rounds, init=config.init, on_outcome=report)
+    markdown = format_markdown(results, config)
 
     after = clinician_label_hashes(studies)
     if after != before:
@@ -319,16 +273,3 @@ def run_teacher_student(
     emit({"stage": "done", "round": config.rounds, "results": str(out / f"{RESULTS_NAME}.json")})
     return RoundsResult(out_dir=out, split=split, rounds=results, markdown=markdown)
 
-
-def _pseudo_label_pool(
-    studies: Path, teacher: Path, sink: StudiesSink, config: RoundsConfig, progress: bool
-) -> list[dict[str, Any]]:
-    """Pseudo-label the pool with ``teacher`` (sharded over the ranks of a distributed job);
-    return the student's pseudo items (the whole pool's, on every rank)."""
-    labeller = PseudoLabeller(
-        teacher, device=config.train.device, batch_size=config.pseudo_batch_size,
-        num_workers=config.train.num_workers, amp=config.train.amp, amp_dtype=config.train.amp_dtype,
-        save_confidence=config.save_confidence,
-    )
-    pool = unlabeled_datalist(studies)
-    return student_items(pool, label_pool(labeller, pool, sink, progress=progress), sink)

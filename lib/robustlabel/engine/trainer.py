@@ -86,7 +86,8 @@ from torch.utils.tensorboard import SummaryWriter
 from ..data.labels import REGIONS, TrainToBratsLabelsd, brats_regions
 from ..data.nifti import write_bytes_atomic
 from ..data.transforms import train_transforms, val_transforms
-from ..losses import SourceAwareLoss, get_loss
+from ..losses import SourceAwareLoss
+from ..losses.source_aware import source_aware_loss
 from ..networks import build_network
 from .checkpoint import BEST_NAME, LAST_NAME, AtomicCheckpointer, TrainingRecord, read_checkpoint
 from .config import SELECTIONS, TrainConfig, resolve_amp_dtype
@@ -155,15 +156,10 @@ class TrainResult:
 
 # --------------------------------------------------------------------------- building blocks
 def build_source_aware_loss(config: TrainConfig) -> SourceAwareLoss:
-    """CE on clinician labels, ``get_loss(pseudo_loss, **pseudo_params)`` weighted by
-    ``pseudo_weight`` on pseudo-labels, combined by ``config.mode`` (``get_loss``'
-    ``ValueError`` propagates)."""
-    return SourceAwareLoss(
-        clinician=get_loss("ce"),
-        pseudo=get_loss(config.pseudo_loss, **config.resolved_pseudo_params),
-        pseudo_weight=config.pseudo_weight,
-        mode=config.mode,
-    )
+    """:func:`~robustlabel.losses.source_aware.source_aware_loss` of ``config``'s pseudo loss,
+    its parameters, ``pseudo_weight`` and ``mode`` (``get_loss``' ``ValueError`` propagates)."""
+    return source_aware_loss(config.pseudo_loss, config.resolved_pseudo_params,
+                             pseudo_weight=config.pseudo_weight, mode=config.mode)
 
 
 def balanced_sampler(items: Sequence[Mapping[str, Any]], config: TrainConfig) -> SourceBalancedSampler | None:

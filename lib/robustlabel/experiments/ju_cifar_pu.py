@@ -58,26 +58,14 @@ from robustlabel.data.cifar100 import (
     random_subset,
     stratified_subset,
 )
-from robustlabel.engine.classify import (
-    ClassifierConfig,
-    TrainingSet,
-    finished_epochs,
-    make_training_set,
-    predict_logits,
-    train_classifier,
-)
+from robustlabel.data.splits import TrainingSet, make_training_set
+from robustlabel.engine.classify import ClassifierConfig, finished_epochs, predict_logits, train_classifier
+from robustlabel.experiments.figures import PlotPanel, plot_ours_vs_paper, plot_panels
+from robustlabel.experiments.store import ResultsStore
+from robustlabel.experiments.tables import Measurement, table_grid, write_report
 from robustlabel.losses import PixelwiseLoss, SourceAwareLoss, get_loss, inverse_frequency_weights
-from robustlabel.machine import resolve_device
+from robustlabel.machine import environment_info, resolve_device
 from robustlabel.networks import ThesisCNN
-from robustlabel.reporting import (
-    Measurement,
-    PlotPanel,
-    ResultsStore,
-    environment_info,
-    plot_ours_vs_paper,
-    plot_panels,
-    write_report,
-)
 
 NUM_CLASSES = 11
 RELEVANT = tuple(range(1, NUM_CLASSES))
@@ -387,7 +375,7 @@ def report(experiment: CifarPUExperiment, data_note: str, quick: bool = False) -
             environment=environment, row_header="labelled share π", decimals=3,
             notes=notes[:4] + ["The thesis shows Fig. 5 as a plot only (no numbers)."],
         )
-        by_key = {(c.row, c.column): c for c in fig.cells}
+        by_key = table_grid(fig.cells)[2]
         series = {LOSS_NAMES[l]: [by_key[(r, LOSS_NAMES[l])].mean for r in rows] for l in FIGURE_LOSSES}
         errors = {LOSS_NAMES[l]: [by_key[(r, LOSS_NAMES[l])].std for r in rows] for l in FIGURE_LOSSES}
         files["figure_png"] = plot_panels(

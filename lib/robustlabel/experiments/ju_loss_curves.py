@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from robustlabel.losses import PixelwiseLoss, get_loss
-from robustlabel.reporting import Measurement, save_figure, write_report
+from robustlabel.experiments.figures import pyplot, save_figure
+from robustlabel.experiments.tables import Measurement, write_report
 
 #: Fig. 2's weights of the weighted logistic loss (positive α, negative β)
 WEIGHTED_ALPHA = 1.0
@@ -86,10 +87,7 @@ def loss_curves(
 
 def plot_curves(path: str | Path, curves: Sequence[Curve]) -> Path:
     """Fig. 2: loss (left) and ``∂ℓ/∂f`` (right) against ``f``, one line per loss and class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     names = list(dict.fromkeys(c.loss for c in curves))
@@ -112,7 +110,7 @@ def plot_curves(path: str | Path, curves: Sequence[Curve]) -> Path:
 
 def run(out: str | Path, points: int = 101, alpha: float = WEIGHTED_ALPHA, beta: float = WEIGHTED_BETA) -> dict[str, Path]:
     """Write ``pu_loss_curves.{csv,json,md,png}`` under ``out``: one table row per ``f``, one
-    column per curve and quantity (long format through :func:`robustlabel.reporting.write_report`)."""
+    column per curve and quantity (long format through :func:`robustlabel.experiments.tables.write_report`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     curves = loss_curves(points, alpha=alpha, beta=beta)

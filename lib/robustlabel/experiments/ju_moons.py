@@ -7,7 +7,7 @@ Data: :func:`sklearn.datasets.make_moons`, ``n`` points per class with Gaussian 
 Model: an MLP with two hidden layers of six units (MONAI's
 :class:`~monai.networks.nets.FullyConnectedNet`) and one output ``f``; ``σ(f)`` is the
 predicted probability of the positive class.  One model per loss, trained full-batch with
-Adam (:func:`robustlabel.engine.classify.fit_full_batch`):
+Adam (:func:`robustlabel.engine.full_batch.fit_full_batch`):
 
 * logistic: ``ce`` on the logits ``(0, f)``; class-weighted logistic (positive : negative =
   1 : 0.5): ``weighted_ce``; class-dependent sigmoid (Eq. 8): ``cd_sigmoid`` on ``f``;
@@ -35,10 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustlabel.engine.classify import fit_full_batch
+from robustlabel.engine.full_batch import fit_full_batch
 from robustlabel.experiments.ju_loss_curves import two_logits
 from robustlabel.losses import PixelwiseLoss, get_loss
-from robustlabel.reporting import Measurement, save_figure, write_report
+from robustlabel.experiments.figures import pyplot, save_figure
+from robustlabel.experiments.tables import Measurement, write_report
 
 STEM = "moons_pu"
 COLUMNS = ("recall", "precision", "margin")
@@ -238,10 +239,7 @@ def plot_panels(path: str | Path, fitted: Sequence[FittedModel], data: MoonsData
     """Fig. 3 (``quantity="loss"``) or Fig. 4 (``"derivative"``): ``σ(f)`` background (red negative,
     blue positive, white ≈ 0.5); red circles labelled positive, blue squares labelled negative;
     marker area ∝ the per-class normalised ``quantity``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lo, hi = extent(data)
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))

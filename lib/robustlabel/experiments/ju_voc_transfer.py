@@ -23,12 +23,14 @@ Choices (stated in the table notes):
 * **SigmoidalLoss** (Table 4) pre-trains the 16-class FCN with the class-dependent loss for
   the background class, thesis Eq. 9 (``cd_softmax``: ``1 − p_0`` for background pixels,
   ``−log p_y`` otherwise), the multiclass form of Eq. 8.
+
+Entry point: :func:`run` with a :class:`~.voc_data.VocData` and a :class:`VocTransferConfig`
+(``scripts/voc_transfer.py`` builds both from its options, :mod:`.voc_cli`).
 """
 
 from __future__ import annotations
 
-import argparse
-import io
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robustlabel.data.nifti import write_bytes_atomic
 from robustlabel.data.voc import (
     FOLDS,
     VOC_CLASSES,
@@ -55,26 +56,23 @@ from robustlabel.data.voc import (
     super_category_grouping,
     unsegment_objects,
 )
-from robustlabel.experiments.voc_cli import (
+from robustlabel.engine.checkpoint import atomic_torch_save
+from robustlabel.experiments.cli import prepare_out_dir
+from robustlabel.experiments.figures import PlotPanel, plot_panels, save_figure
+from robustlabel.experiments.store import ResultsStore
+from robustlabel.experiments.tables import Measurement, write_report
+from robustlabel.experiments.voc_data import TEST_SET_NOTE, RunOptions, VocData, mode_label, prepare_data, run_settings
+from robustlabel.experiments.voc_fcn_training import (
     ALEXNET_NOTE,
-    mode_label,
-    TEST_SET_NOTE,
-    add_common_arguments,
-    prepare_data,
-    resolve_common,
-    weights_note,
+    SOLVER_SOURCE,
+    FcnConfig,
+    SolverConfig,
+    build_fcn,
+    build_loss,
+    train_fcn,
 )
-from robustlabel.experiments.voc_fcn_training import SOLVER_SOURCE, SolverConfig, build_fcn, build_loss, train_fcn
-from robustlabel.reporting import (
-    Measurement,
-    PlotPanel,
-    ResultsStore,
-    environment_info,
-    plot_panels,
-    prepare_out_dir,
-    save_figure,
-    write_report,
-)
+from robustlabel.machine import environment_info
+from robustlabel.metrics.statistics import mean_std
 
 DOG = class_index("dog")
 #: a labelling of one image's objects: (objects {instance: VOC class}, pre-training classes, rng) -> labels
@@ -170,30 +168,56 @@ FIG7_LINE = ((0, None), (1, "binary"), (4, "super"), (15, "true"))
 FIG7_RANDOM = ((4, "rc4"), (7, "rc7"), (11, "rc11"))
 AVERAGE = "Average mean IU"
 
+
+@dataclass(frozen=True)
+class VocTransferConfig(FcnConfig):
+    """Every setting of Tables 3–5 / Fig. 7 besides the data; the defaults are the thesis' (the
+    FCN-AlexNet reference solver, :class:`~.voc_fcn_training.FcnConfig`).
+
+    Attributes:
+        folds: the folds to run (:data:`robustlabel.data.voc.FOLDS`), kept sorted and unique.
+        pretrain_iterations, pretrain_snapshot_every: the pre-training (240,000; a snapshot, i.e.
+            a resumable state, every 4,000).
+        finetune_iterations, finetune_snapshot_every: the fine-tuning (12,000; every 2,000, so
+            that the last five snapshots exist: the thesis' 4,000 gives three).
+
+    Raises:
+        ValueError: an unknown fold, no fold, or a setting out of range.
+    """
+
+    folds: tuple[int, ...] = tuple(sorted(FOLDS))
+    pretrain_iterations: int = 240_000
+    pretrain_snapshot_every: int = 4000
+    finetune_iterations: int = 12_000
+    finetune_snapshot_every: int = 2000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        folds = tuple(sorted(dict.fromkeys(int(f) for f in self.folds)))
+        if not folds or any(f not in FOLDS for f in folds):
+            raise ValueError(f"folds must be some of {sorted(FOLDS)}, got {self.folds}")
+        object.__setattr__(self, "folds", folds)
+        self.pretrain_solver()  # validates the iteration counts
+        self.finetune_solver()
+
+    def pretrain_solver(self) -> SolverConfig:
+        """The SGD settings of a pre-training."""
+        return self.solver_config(self.pretrain_iterations, self.pretrain_snapshot_every)
+
+    def finetune_solver(self) -> SolverConfig:
+        """The SGD settings of a fine-tuning."""
+        return self.solver_config(self.finetune_iterations, self.finetune_snapshot_every)
+
+    def solver_fingerprint(self) -> dict[str, float]:
+        """The solver part of a results folder's fingerprint."""
+        keys = ("pretrain_iterations", "pretrain_snapshot_every", "finetune_iterations", "finetune_snapshot_every",
+                "iter_size", "lr", "momentum", "weight_decay")
+        return {k: getattr(self, k) for k in keys}
+
+
+#: ``--quick``: a CPU smoke run of a few minutes (numbers not comparable to the thesis), folds 1 and 3
 QUICK = {"pretrain_iterations": 100, "pretrain_snapshot_every": 100, "finetune_iterations": 60,
-         "finetune_snapshot_every": 12, "iter_size": 2, "lr": 1e-4, "width": 0.125, "repeats": 1, "folds": [1, 3],
-         "threads": 1}
-FULL = {"pretrain_iterations": 240_000, "pretrain_snapshot_every": 4000, "finetune_iterations": 12_000,
-        "finetune_snapshot_every": 2000, "iter_size": 20, "lr": 1e-4, "width": 1.0, "repeats": 3, "folds": [1, 2, 3, 4],
-        "threads": None}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """All options of ``scripts/voc_transfer.py``."""
-    add_common_arguments(parser, QUICK)
-    exp = parser.add_argument_group("Tables 3-5 and Fig. 7")
-    exp.add_argument("--folds", type=int, nargs="+", choices=sorted(FOLDS), help="folds to run (default 1 2 3 4)")
-    exp.add_argument("--pretrain-iterations", type=int, help="default 240000")
-    exp.add_argument("--pretrain-snapshot-every", type=int, help="default 4000 (state saved for resuming)")
-    exp.add_argument("--finetune-iterations", type=int, help="default 12000")
-    exp.add_argument("--finetune-snapshot-every", type=int,
-                     help="default 2000, so that the last five snapshots exist (the thesis' 4000 gives three)")
-    return parser
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` with :func:`add_arguments`."""
-    return add_arguments(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
+         "finetune_snapshot_every": 12, "iter_size": 2, "lr": 1e-4, "width": 0.125, "repeats": 1, "folds": [1, 3]}
 
 
 def pretraining_labels(pretraining: Pretraining, samples: Sequence[VocSample], fold: int,
@@ -238,25 +262,18 @@ def unavailable(pretraining: str | None, fold: int) -> str | None:
     return None
 
 
-def _save(path: Path, state: Mapping[str, torch.Tensor]) -> None:
-    buffer = io.BytesIO()
-    torch.save(dict(state), buffer)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
 class TransferExperiment:
     """Pre-trains (once per variant, fold and repeat), fine-tunes and records every run."""
 
-    def __init__(self, args: argparse.Namespace, selection: VocSelection, store: ResultsStore) -> None:
-        self.args, self.selection, self.store = args, selection, store
-        self.pre_solver = SolverConfig(args.pretrain_iterations, args.pretrain_snapshot_every, args.iter_size,
-                                       args.lr, args.momentum, args.weight_decay)
-        self.ft_solver = SolverConfig(args.finetune_iterations, args.finetune_snapshot_every, args.iter_size,
-                                      args.lr, args.momentum, args.weight_decay)
-        self.models = args.out / "models"
-        self.states = None if args.quick else args.out / "states"
-        #: --quick keeps pre-trained weights in memory instead of writing them to models/
-        self.cache: dict[str, dict[str, torch.Tensor]] | None = {} if args.quick else None
+    def __init__(self, config: VocTransferConfig, selection: VocSelection, store: ResultsStore, out: Path,
+                 quick: bool = False) -> None:
+        self.config, self.selection, self.store = config, selection, store
+        self.pre_solver = config.pretrain_solver()
+        self.ft_solver = config.finetune_solver()
+        self.models = out / "models"
+        self.states = None if quick else out / "states"
+        #: quick mode keeps pre-trained weights in memory instead of writing them to models/
+        self.cache: dict[str, dict[str, torch.Tensor]] | None = {} if quick else None
 
     def needed(self) -> list[str | None]:
         keys: list[str | None] = [None]
@@ -268,8 +285,8 @@ class TransferExperiment:
     def todo(self) -> tuple[list[tuple[int, int, str | None]], int]:
         """Fine-tuning runs still to do and the iterations they need (pre-training included)."""
         runs, iterations = [], 0
-        for r in range(self.args.repeats):
-            for fold in self.args.folds:
+        for r in range(self.config.repeats):
+            for fold in self.config.folds:
                 for key in self.needed():
                     if unavailable(key, fold) or f"r{r}/f{fold}/ft/{key or 'random'}" in self.store:
                         continue
@@ -302,16 +319,16 @@ class TransferExperiment:
             return torch.load(path, map_location="cpu", weights_only=True)
         samples = self.selection.of_classes("train", pretraining_classes(fold))
         maps, n_classes, grouping = pretraining_labels(PRETRAININGS[key], samples, fold, repeat)
-        model = build_fcn(n_classes, self.args.width, self.args.head_init, self.args.alexnet_weights, seed=repeat)
+        model = build_fcn(n_classes, self.config.width, self.config.head_init, self.config.alexnet_weights, seed=repeat)
         state = self._state(f"r{repeat}_f{fold}_pre_{key}")
         result = train_fcn(model, [s.image for s in samples], maps,
                            build_loss(PRETRAININGS[key].loss, n_classes), self.pre_solver, seed=repeat,
-                           device=self.args.device, state_path=state, progress=progress)
+                           device=self.config.device, state_path=state, progress=progress)
         weights = {k: v.cpu() for k, v in model.transferable_state_dict().items()}
         if self.cache is not None:
             self.cache[path.name] = weights
         else:
-            _save(path, weights)
+            atomic_torch_save(weights, path)
         self.store.put(run_key, {"pretraining": key, "fold": fold, "repeat": repeat, "n_train": len(samples),
                                  "n_classes": n_classes, "grouping": grouping, "history": result.history})
         if state is not None:
@@ -325,13 +342,13 @@ class TransferExperiment:
         test = self.selection.of_classes("test", FOLDS[fold])
         if not train or not test:
             raise SystemExit(f"error: fold {fold} has {len(train)} training and {len(test)} test images")
-        model = build_fcn(len(FOLDS[fold]) + 1, self.args.width, self.args.head_init, None, seed=1000 + repeat)
+        model = build_fcn(len(FOLDS[fold]) + 1, self.config.width, self.config.head_init, None, seed=1000 + repeat)
         if weights is not None:
             model.load_transferable(weights)
         name = key or "random"
         state = self._state(f"r{repeat}_f{fold}_ft_{name}")
         result = train_fcn(model, [s.image for s in train], fold_labels(train, fold), build_loss("logistic", 6),
-                           self.ft_solver, seed=repeat, device=self.args.device,
+                           self.ft_solver, seed=repeat, device=self.config.device,
                            test=([s.image for s in test], fold_labels(test, fold), 6), state_path=state,
                            progress=progress)
         self.store.put(f"r{repeat}/f{fold}/ft/{name}", {
@@ -342,33 +359,42 @@ class TransferExperiment:
             state.unlink(missing_ok=True)
 
 
-def run(args: argparse.Namespace) -> Path:
+def run(
+    data: VocData,
+    out: str | os.PathLike,
+    config: VocTransferConfig = VocTransferConfig(),
+    options: RunOptions = RunOptions(),
+) -> Path:
     """Run (or skip, or resume) every fine-tuning and its pre-training, then write the tables and Fig. 7.
+
+    Args:
+        data: where the images come from.
+        out: the output folder (``runs.json`` of finished runs, ``models/``, ``states/``).
+        config: the experiment's settings.
+        options: quick mode, overwrite, threads, progress bars.
 
     Returns:
         the folder with table3/4/5 and fig7 outputs.
+
+    Raises:
+        FileNotFoundError: ``data.voc`` holds no VOC2011 devkit.
+        ValueError: ``out`` holds runs of other settings.
+        SystemExit: a fold without training or test images.
     """
-    args = resolve_common(args, QUICK, FULL)
-    args.folds = sorted(dict.fromkeys(args.folds))
-    out = prepare_out_dir(args.out, overwrite=args.overwrite, threads=args.threads,
+    out = prepare_out_dir(Path(out), overwrite=options.overwrite, threads=options.threads,
                           remove=["runs.json", "states", "models"])
-    selection, data_note = prepare_data(args)
-    fingerprint = {"data": "synthetic" if args.synthetic else str(args.voc), "sbd": str(args.sbd),
-                   "n_train": len(selection.train), "n_test": len(selection.test), "subsample": args.subsample,
-                   "width": args.width, "head_init": args.head_init, "weights": str(args.alexnet_weights),
-                   **{k: getattr(args, k) for k in ("pretrain_iterations", "pretrain_snapshot_every",
-                                                    "finetune_iterations", "finetune_snapshot_every", "iter_size",
-                                                    "lr", "momentum", "weight_decay")}}
+    selection, data_note = prepare_data(data, out, options.progress)
+    fingerprint = {**data.fingerprint(selection), **config.network_fingerprint(), **config.solver_fingerprint()}
     store = ResultsStore(out / "runs.json", fingerprint)
-    experiment = TransferExperiment(args, selection, store)
+    experiment = TransferExperiment(config, selection, store, out, options.quick)
     runs, iterations = experiment.todo()
-    total = args.repeats * sum(1 for f in args.folds for k in experiment.needed() if not unavailable(k, f))
-    with tqdm(total=iterations, desc="Tables 3-5", unit="it", disable=args.no_progress) as bar:
+    total = config.repeats * sum(1 for f in config.folds for k in experiment.needed() if not unavailable(k, f))
+    with tqdm(total=iterations, desc="Tables 3-5", unit="it", disable=not options.progress) as bar:
         for repeat, fold, key in runs:
             bar.set_postfix_str(f"r{repeat} fold{fold} {key or 'random'}")
             experiment.finetune(repeat, fold, key, bar.update)
     print(f"fine-tuning runs trained: {len(runs)}, skipped (finished earlier): {total - len(runs)}")
-    report(args, store, selection, data_note)
+    report(out, data, config, store, selection, data_note, options)
     return out
 
 
@@ -395,16 +421,17 @@ def table_measurements(store: ResultsStore, rows: Sequence[tuple[str, str | None
     return measurements
 
 
-def report(args: argparse.Namespace, store: ResultsStore, selection: VocSelection, data_note: str) -> list[Path]:
-    """Write table3/4/5.{md,csv,json,png}, fig7.{md,csv,json} and fig7.png."""
+def report(out: Path, data: VocData, config: VocTransferConfig, store: ResultsStore, selection: VocSelection,
+           data_note: str, options: RunOptions = RunOptions()) -> list[Path]:
+    """Write table3/4/5.{md,csv,json,png}, fig7.{md,csv,json} and fig7.png under ``out``."""
     columns = [_fold_column(f) for f in FOLDS] + [AVERAGE]
-    not_run = [f for f in FOLDS if f not in args.folds]
+    not_run = [f for f in FOLDS if f not in config.folds]
     common = [
-        data_note, ALEXNET_NOTE, weights_note(args, pretraining=True), TEST_SET_NOTE,
-        f"**Solver:** {SOLVER_SOURCE}; here iter_size {args.iter_size}, lr {args.lr:g}; pre-training "
-        f"{args.pretrain_iterations} iterations, fine-tuning {args.finetune_iterations} iterations with a snapshot every "
-        f"{args.finetune_snapshot_every} (the thesis' 4,000 would leave three snapshots, not five); fine-tuning starts "
-        "from the pre-trained features/fc6/fc7 with the score and upsampling layers re-initialised (Xavier)",
+        data_note, ALEXNET_NOTE, config.weights_note(pretraining=True), TEST_SET_NOTE,
+        f"**Solver:** {SOLVER_SOURCE}; here iter_size {config.iter_size}, lr {config.lr:g}; pre-training "
+        f"{config.pretrain_iterations} iterations, fine-tuning {config.finetune_iterations} iterations with a snapshot "
+        f"every {config.finetune_snapshot_every} (the thesis' 4,000 would leave three snapshots, not five); fine-tuning "
+        "starts from the pre-trained features/fc6/fc7 with the score and upsampling layers re-initialised (Xavier)",
         "**Cells:** mean ± std of the fine-tuning mean IU on the fold's test images over repeats × the last five "
         "fine-tuning snapshots; the average column averages the folds per repeat and snapshot",
         "**Folds:** " + "; ".join(f"fold {f}: " + ", ".join(VOC_CLASSES[c - 1] for c in FOLDS[f]) for f in FOLDS)
@@ -423,33 +450,35 @@ def report(args: argparse.Namespace, store: ResultsStore, selection: VocSelectio
                    "foreground with probability 0.5; NoFalsePositive labels them background"],
     }
     written = []
+    label = mode_label(data, options.quick)
     for table in TABLES:
-        measurements = table_measurements(store, table.rows, args.folds, args.repeats)
+        measurements = table_measurements(store, table.rows, config.folds, config.repeats)
         paper = {(row, col): value for row, values in table.paper.items() for col, value in zip(columns, values)}
         files = write_report(
-            args.out, table.stem, title=table.title, measurements=measurements, paper=paper,
-            rows=[name for name, _ in table.rows], columns=columns, quick=args.quick,
-            environment=environment_info(args.device), row_header="Pre-trained model",
+            out, table.stem, title=table.title, measurements=measurements, paper=paper,
+            rows=[name for name, _ in table.rows], columns=columns, quick=options.quick,
+            environment=environment_info(config.device), row_header="Pre-trained model",
             paper_source=f"Ju 2017, Table {table.stem[-1]} (mean ± std)", notes=common + extra_notes[table.stem],
-            extra={"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            extra={"settings": run_settings(data, config, options, out),
                    "selection": selection.counts, "runs": {k: v for k, v in store.runs.items() if "/ft/" in k}},
         )
         cells = [c for c in files.cells if c.column == AVERAGE]
-        label = mode_label(args)
-        plot_panels(args.out / f"{table.stem}.png", [PlotPanel(
+        plot_panels(out / f"{table.stem}.png", [PlotPanel(
             f"{table.stem}: {AVERAGE}", [c.row for c in cells],
             {"ours": [c.mean for c in cells], "thesis": [c.paper for c in cells]},
             {"ours": [c.std for c in cells], "thesis": [c.paper_std for c in cells]}, ylabel="mean IU")],
             suptitle=label)
         written.append(files.markdown)
-    written.append(fig7(args, store, common))
+    written.append(fig7(out, config, store, common, quick=options.quick, label=label))
     return written
 
 
-def fig7(args: argparse.Namespace, store: ResultsStore, notes: list[str]) -> Path:
+def fig7(out: Path, config: VocTransferConfig, store: ResultsStore, notes: list[str], *, quick: bool = False,
+         label: str = "") -> Path:
     """Fig. 7: fine-tuning mean IU against the number of pre-training categories (a line through
     0, 1, 4, 15) and the random groupings RC4, RC7, RC11 as isolated error bars; per point the
-    mean and std over repeats × last five snapshots of each fold, averaged over folds."""
+    mean and std over repeats × last five snapshots of each fold, averaged over folds; ``label``
+    ends the title (:func:`~.voc_data.mode_label`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -457,12 +486,12 @@ def fig7(args: argparse.Namespace, store: ResultsStore, notes: list[str]) -> Pat
 
     rows = [(f"{k} ({'RandomWeights' if key is None else PRETRAININGS[key].description})", key) for k, key in FIG7_LINE]
     rows += [(f"RC{k}", key) for k, key in FIG7_RANDOM]
-    measurements = table_measurements(store, rows, args.folds, args.repeats)
+    measurements = table_measurements(store, rows, config.folds, config.repeats)
     columns = [_fold_column(f) for f in FOLDS] + [AVERAGE]
     files = write_report(
-        args.out, "fig7", title="Ju 2017 Fig. 7: fine-tuning mean IU against the number of pre-training categories",
-        measurements=measurements, rows=[r for r, _ in rows], columns=columns, quick=args.quick,
-        environment=environment_info(args.device), row_header="Pre-training categories", notes=notes + [
+        out, "fig7", title="Ju 2017 Fig. 7: fine-tuning mean IU against the number of pre-training categories",
+        measurements=measurements, rows=[r for r, _ in rows], columns=columns, quick=quick,
+        environment=environment_info(config.device), row_header="Pre-training categories", notes=notes + [
             "**Super-categories:** VOC's person/animal/vehicle/indoor restricted to the 15 pre-training classes; "
             "fold 3 (person is a fine-tuning class) has three, plotted at 4 like the other folds",
             "**Random groupings:** a seeded random partition of the 15 classes into 4, 7 or 11 non-empty groups per "
@@ -472,12 +501,12 @@ def fig7(args: argparse.Namespace, store: ResultsStore, notes: list[str]) -> Pat
 
     def point(key: str | None) -> tuple[float, float] | None:
         means, stds = [], []
-        for fold in args.folds:
-            values = [v for r in range(args.repeats)
-                      for v in (store.get(f"r{r}/f{fold}/ft/{key or 'random'}") or {}).get("last_five_mean_iu", [])]
-            if values:
-                means.append(np.mean(values))
-                stds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+        for fold in config.folds:
+            stats = mean_std(v for r in range(config.repeats)
+                             for v in (store.get(f"r{r}/f{fold}/ft/{key or 'random'}") or {}).get("last_five_mean_iu", []))
+            if stats["n"]:
+                means.append(stats["mean"])
+                stds.append(stats["std"] if stats["n"] > 1 else 0.0)
         return (float(np.mean(means)), float(np.mean(stds))) if means else None
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -495,9 +524,9 @@ def fig7(args: argparse.Namespace, store: ResultsStore, notes: list[str]) -> Pat
     ax.set_xticks([0, 1, 4, 7, 11, 15])
     ax.set_xlabel("number of pre-training categories")
     ax.set_ylabel("fine-tuning mean IU")
-    ax.set_title(f"Fig. 7 (folds {', '.join(map(str, args.folds))}) — {mode_label(args)}", fontsize="small")
+    ax.set_title(f"Fig. 7 (folds {', '.join(map(str, config.folds))}) — {label}", fontsize="small")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
     fig.tight_layout()
-    save_figure(fig, args.out / "fig7.png", dpi=110)
+    save_figure(fig, out / "fig7.png", dpi=110)
     return files.markdown

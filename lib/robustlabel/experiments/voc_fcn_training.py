@@ -25,7 +25,6 @@ a resumable state file are not what those engines provide.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,12 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustlabel.data.nifti import write_bytes_atomic
 from robustlabel.data.voc import VOID
+from robustlabel.engine.checkpoint import atomic_torch_save
 from robustlabel.losses import get_loss
 from robustlabel.machine import resolve_device
 from robustlabel.metrics.segmentation import confusion_matrix, segmentation_scores
-from robustlabel.networks.fcn import FCNAlexNet, load_alexnet_weights
+from robustlabel.networks.fcn import HEAD_INITS, FCNAlexNet, load_alexnet_weights
 
 #: torchvision's ImageNet normalisation (its AlexNet weights were trained with it)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,6 +51,10 @@ SOLVER_SOURCE = ("FCN reference solver for FCN-AlexNet (shelhamer/fcn.berkeleyvi
                  "loss summed over non-void pixels (SoftmaxWithLoss normalize: false, ignore_label 255)")
 #: loss names of the experiments -> how they are built (see :func:`build_loss`)
 LOSS_NAMES = ("logistic", "class_weighted", "sigmoid")
+ALEXNET_NOTE = ("**Network:** FCN-AlexNet (FCN-32s: conv1 padding 100, fc6/fc7 as convolutions, 1x1 score, learned "
+                "63x63/32 transposed convolution, crop offset 18) built on torchvision's AlexNet, which differs from the "
+                "Caffe AlexNet of FCN: 64/192/384/256/256 convolution channels instead of 96/256/384/384/256, no "
+                "grouped convolutions, no LRN; pooling in Caffe's ceil mode")
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,69 @@ class SolverConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class FcnConfig:
+    """The settings both VOC experiments share: repeats, network and solver (defaults: the
+    thesis' 3 repeats, FCN-AlexNet at full width, the FCN-AlexNet reference solver).
+
+    Attributes:
+        repeats: repeats, seeds ``0 .. repeats - 1``.
+        width: channel multiplier (1 = AlexNet; < 1 only for smoke runs).
+        head_init: initialisation of the upsampling layer (:data:`~robustlabel.networks.fcn.HEAD_INITS`;
+            thesis: ``"xavier"``, FCN reference: ``"bilinear"``).
+        alexnet_weights: a local torchvision ImageNet AlexNet state dict (nothing is downloaded).
+        iter_size, lr, momentum, weight_decay: the solver (:class:`SolverConfig`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        ValueError: a setting out of range, or ImageNet weights with ``width != 1``.
+    """
+
+    repeats: int = 3
+    width: float = 1.0
+    head_init: str = "xavier"
+    alexnet_weights: Path | None = None
+    iter_size: int = 20
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.alexnet_weights is not None and not isinstance(self.alexnet_weights, Path):
+            object.__setattr__(self, "alexnet_weights", Path(self.alexnet_weights))
+        if int(self.repeats) < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if not float(self.width) > 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
+        if not float(self.lr) > 0 or not float(self.momentum) >= 0 or not float(self.weight_decay) >= 0:
+            raise ValueError(f"need lr > 0, momentum >= 0 and weight_decay >= 0, got {self.lr}, {self.momentum}, "
+                             f"{self.weight_decay}")
+        if self.alexnet_weights is not None and self.width != 1.0:
+            raise ValueError("--alexnet-weights needs --width 1 (ImageNet AlexNet channels)")
+
+    def solver_config(self, iterations: int, snapshot_every: int) -> SolverConfig:
+        """The SGD settings of a training phase of ``iterations`` steps."""
+        return SolverConfig(iterations, snapshot_every, self.iter_size, self.lr, self.momentum, self.weight_decay)
+
+    def network_fingerprint(self) -> dict[str, Any]:
+        """The network part of a results folder's fingerprint."""
+        return {"width": self.width, "head_init": self.head_init, "weights": str(self.alexnet_weights)}
+
+    def weights_note(self, pretraining: bool) -> str:
+        """Table note: which initialisation the runs used (``pretraining``: the §5.3 experiment)."""
+        what = "pre-training" if pretraining else "training"
+        baseline = "; the RandomWeights baseline always starts from random weights" if pretraining else ""
+        if self.alexnet_weights is not None:
+            return (f"**Initialisation:** the {what} starts from the ImageNet AlexNet weights in {self.alexnet_weights} "
+                    f"(features, fc6, fc7), Xavier for the rest{baseline}")
+        thesis = "" if pretraining else "; the thesis started from ImageNet AlexNet"
+        return (f"**Initialisation:** random (Xavier) for every layer of the {what}, no ImageNet weights given "
+                f"(--alexnet-weights){thesis}{baseline}")
 
 
 # --------------------------------------------------------------------------- losses
@@ -159,12 +225,6 @@ def evaluate(model: nn.Module, images: Sequence[np.ndarray], targets: Sequence[n
     for target, prediction in zip(targets, predictions):
         hist += confusion_matrix(target, prediction, n_classes)
     return segmentation_scores(hist), predictions
-
-
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- training
@@ -257,10 +317,10 @@ def train_fcn(
                     best = (scores["mean_iu"], predictions)
             history.append(record)
             if state_path is not None:
-                _save_state(state_path, {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                                         "iteration": iteration, "history": history,
-                                         "best_mean_iu": None if best is None else best[0],
-                                         "best_predictions": None if best is None else best[1]})
+                atomic_torch_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                                   "iteration": iteration, "history": history,
+                                   "best_mean_iu": None if best is None else best[0],
+                                   "best_predictions": None if best is None else best[1]}, state_path)
     return TrainResult(history, None if best is None else best[1])
 
 

@@ -9,6 +9,9 @@ then reduces it:
 * ``"sum"``  – ``Σ_i ℓ_i``,
 * ``"none"`` – the ``(N, *spatial)`` tensor, with ``0`` where ``y_i = ignore_index``.
 
+The names are MONAI's :class:`monai.utils.LossReduction`, checked with
+:func:`monai.utils.look_up_option` as in ``monai/losses/dice.py`` (:func:`loss_reduction`).
+
 Numerics: the loss is evaluated with autocast disabled, in float32 (float64 when the
 logits are float64, so that :func:`torch.autograd.gradcheck` is meaningful), from
 ``log_softmax``/``cross_entropy`` quantities.  Probabilities are never raised to a power
@@ -22,11 +25,23 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from monai.utils import LossReduction, look_up_option
 from torch import nn
 
 from .fused import CEFamilyFunction
 
-REDUCTIONS = ("mean", "sum", "none")
+
+def loss_reduction(reduction: LossReduction | str) -> str:
+    """The value of a MONAI :class:`~monai.utils.LossReduction` (``"mean"``, ``"sum"`` or ``"none"``).
+
+    Args:
+        reduction: a :class:`~monai.utils.LossReduction` or its string value.
+
+    Raises:
+        ValueError: for any other value; the message names it and lists the valid ones
+            (:func:`monai.utils.look_up_option`).
+    """
+    return look_up_option(reduction, LossReduction).value
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -57,11 +72,9 @@ class PixelwiseLoss(nn.Module):
     #: single-logit binary losses take ``C == 1`` logits and targets in ``{0, 1}``
     binary: ClassVar[bool] = False
 
-    def __init__(self, reduction: str = "mean", ignore_index: int = -100) -> None:
+    def __init__(self, reduction: LossReduction | str = LossReduction.MEAN, ignore_index: int = -100) -> None:
         super().__init__()
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        self.reduction = reduction
+        self.reduction = loss_reduction(reduction)
         self.ignore_index = int(ignore_index)
 
     # ------------------------------------------------------------------ validation
@@ -151,11 +164,12 @@ class PixelwiseLoss(nn.Module):
 
 
 def reduce_loss(values: torch.Tensor, count: int | torch.Tensor, reduction: str) -> torch.Tensor:
-    """Apply ``reduction`` to elementwise values; ``mean`` divides by the counted entries."""
-    if reduction == "none":
+    """Apply ``reduction`` (a :class:`~monai.utils.LossReduction` value) to elementwise values;
+    ``mean`` divides by the counted entries."""
+    if reduction == LossReduction.NONE.value:
         return values
     total = values.sum()
-    if reduction == "sum":
+    if reduction == LossReduction.SUM.value:
         return total
     if torch.is_tensor(count):
         return total / count.clamp_min(1).to(total.dtype)

@@ -4,9 +4,13 @@ PyTorch's autograd would store and revisit every intermediate of a composite los
 2×4×128³ logits that costs ~50 % more than ``F.cross_entropy``.  These functions keep one
 ``log_softmax`` pass forward and one pass backward, like the native cross-entropy kernel.
 
-* :class:`CEFamilyFunction` – any ``ℓ = φ(CE, y)`` with ``CE = −log p_y``:
+* :func:`ce_family` – any ``ℓ = φ(CE, y)`` with ``CE = −log p_y`` (CE, GCE, RCE, SCE):
 
   .. math:: \\frac{∂ℓ}{∂z_j} = φ'(CE)\\,(p_j − δ_{jy}).
+
+  :class:`CEFamilyCppFunction` (the C++ kernel below: forward one pass for ``lse`` and ``CE``,
+  keeping only ``lse``; backward one pass that recomputes ``p``) or :class:`CEFamilyFunction`
+  (PyTorch: ``log_softmax`` kept for the backward), picked like the β-CE backends.
 
 * β-cross-entropy, ``ℓ = −\\frac{β+1}{β}(p_y^β − 1) + S``, ``S = Σ_k p_k^{β+1}``:
 
@@ -151,7 +155,7 @@ void forward_kernel(const T* z, const int64_t* y, T* loss, T* lse_out, int64_t N
     for (int64_t i = 0; i < L; ++i) mx[i] = zn[i];
     for (int64_t k = 1; k < C; ++k) {
       const T* zk = zn + k * S;
-      for (int64_t i = 0; i < L; ++i) mx[i] = std::max(mx[i], zk[i]);
+      for (int64_t i = 0; i < L; ++i) mx[i] = std::fmax(mx[i], zk[i]);  // fmax: a vector max (std::max became a branch)
     }
     for (int64_t i = 0; i < L; ++i) acc[i] = T(0);
     for (int64_t k = 0; k < C; ++k) {
@@ -203,6 +207,46 @@ void backward_kernel(const T* g, const T* z, const int64_t* y, const T* lse, T* 
   });
 }
 
+template <typename T>
+void ce_forward_kernel(const T* z, const int64_t* y, T* ce, T* lse_out, int64_t N, int64_t C, int64_t S) {
+  for_blocks(N, C, S, [&](int64_t n, int64_t s0, int64_t L) {
+    T mx[BLOCK], acc[BLOCK];
+    const T* zn = z + n * C * S + s0;
+    const int64_t* yn = y + n * S + s0;
+    for (int64_t i = 0; i < L; ++i) mx[i] = zn[i];
+    for (int64_t k = 1; k < C; ++k) {
+      const T* zk = zn + k * S;
+      for (int64_t i = 0; i < L; ++i) mx[i] = std::fmax(mx[i], zk[i]);  // fmax: a vector max (std::max became a branch)
+    }
+    for (int64_t i = 0; i < L; ++i) acc[i] = T(0);
+    for (int64_t k = 0; k < C; ++k) {
+      const T* zk = zn + k * S;
+      for (int64_t i = 0; i < L; ++i) acc[i] += std::exp(zk[i] - mx[i]);
+    }
+    T* cn = ce + n * S + s0;
+    T* on = lse_out + n * S + s0;
+    for (int64_t i = 0; i < L; ++i) on[i] = mx[i] + std::log(acc[i]);  // separate loops: log vectorises
+    for (int64_t i = 0; i < L; ++i) cn[i] = on[i] - zn[yn[i] * S + i];  // CE = lse - z_y
+  });
+}
+
+template <typename T>
+void ce_backward_kernel(const T* w, const T* z, const int64_t* y, const T* lse, T* grad, int64_t N, int64_t C, int64_t S) {
+  for_blocks(N, C, S, [&](int64_t n, int64_t s0, int64_t L) {
+    const T* zn = z + n * C * S + s0;
+    const int64_t* yn = y + n * S + s0;
+    const T* lsen = lse + n * S + s0;
+    const T* wn = w + n * S + s0;
+    T* dn = grad + n * C * S + s0;
+    for (int64_t k = 0; k < C; ++k) {  // w (p_k - [k = y])
+      const T* zk = zn + k * S;
+      T* dk = dn + k * S;
+      for (int64_t i = 0; i < L; ++i) dk[i] = wn[i] * std::exp(zk[i] - lsen[i]);
+    }
+    for (int64_t i = 0; i < L; ++i) dn[yn[i] * S + i] -= wn[i];
+  });
+}
+
 void check(const at::Tensor& z, const at::Tensor& y) {
   TORCH_CHECK(z.device().is_cpu() && y.device().is_cpu(), "beta_ce: CPU tensors only");
   TORCH_CHECK(z.dim() == 3 && z.is_contiguous(), "beta_ce: logits must be contiguous (N, C, S)");
@@ -222,6 +266,45 @@ std::vector<at::Tensor> beta_ce_forward(at::Tensor z, at::Tensor y, double beta)
                              lse.data_ptr<scalar_t>(), N, C, S, static_cast<scalar_t>(beta));
   });
   return {loss, lse};
+}
+
+at::Tensor vec_expm1(at::Tensor x) {  // libmvec's vector expm1 (ATen's CPU expm1 is scalar, ~4x exp)
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "expm1: a contiguous CPU tensor");
+  auto out = at::empty_like(x);
+  const int64_t n = x.numel();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "expm1", [&] {
+    const scalar_t* in = x.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 32768, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) o[i] = std::expm1(in[i]);
+    });
+  });
+  return out;
+}
+
+std::vector<at::Tensor> ce_forward(at::Tensor z, at::Tensor y) {
+  check(z, y);
+  const int64_t N = z.size(0), C = z.size(1), S = z.size(2);
+  auto ce = at::empty({N, S}, z.options());
+  auto lse = at::empty({N, S}, z.options());
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "ce_forward", [&] {
+    ce_forward_kernel<scalar_t>(z.data_ptr<scalar_t>(), y.data_ptr<int64_t>(), ce.data_ptr<scalar_t>(),
+                                lse.data_ptr<scalar_t>(), N, C, S);
+  });
+  return {ce, lse};
+}
+
+at::Tensor ce_backward(at::Tensor w, at::Tensor z, at::Tensor y, at::Tensor lse) {
+  check(z, y);
+  TORCH_CHECK(w.sizes() == y.sizes() && lse.sizes() == y.sizes() && w.is_contiguous() && lse.is_contiguous(),
+              "ce_family: weight/lse must be contiguous (N, S)");
+  const int64_t N = z.size(0), C = z.size(1), S = z.size(2);
+  auto grad = at::empty_like(z);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "ce_backward", [&] {
+    ce_backward_kernel<scalar_t>(w.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), y.data_ptr<int64_t>(),
+                                 lse.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), N, C, S);
+  });
+  return grad;
 }
 
 at::Tensor beta_ce_backward(at::Tensor g, at::Tensor z, at::Tensor y, at::Tensor lse, double beta) {
@@ -282,7 +365,7 @@ def load_extension() -> ModuleType | None:
             module = cpp_extension.load_inline(
                 name=name,
                 cpp_sources=[_CPP_SOURCE],
-                functions=["beta_ce_forward", "beta_ce_backward"],
+                functions=["beta_ce_forward", "beta_ce_backward", "ce_forward", "ce_backward", "vec_expm1"],
                 extra_cflags=_CFLAGS,
                 extra_ldflags=_LDFLAGS,
                 build_directory=str(build),
@@ -336,6 +419,69 @@ class BetaCECppFunction(torch.autograd.Function):
         return grad.view(ctx.shape), None, None, None
 
 
+class CEFamilyCppFunction(torch.autograd.Function):
+    """``ℓ = φ(−log p_y)`` elementwise through the C++ kernel; ``z`` (N, C, *S) CPU float32/64.
+
+    Forward: one pass over the logits gives ``lse`` and ``CE = lse − z_y`` per voxel (only ``lse``
+    and ``φ'`` are kept, not the ``C``-channel ``log p``); backward: one pass writes
+    ``w (p − e_y)`` with ``w = g φ'(CE)`` and ``p_k = e^{z_k − lse}`` recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, y: torch.Tensor, phi: Phi, module: ModuleType) -> torch.Tensor:  # type: ignore[override]
+        n, c = z.shape[:2]
+        z3 = z.reshape(n, c, -1).contiguous()
+        y2 = y.reshape(n, -1).contiguous()
+        ce, lse = module.ce_forward(z3, y2)
+        value, slope = phi(ce.view(y.shape), y)
+        ctx.save_for_backward(z3, y2, lse, slope if slope is not None else torch.ones(()))
+        ctx.unit_slope, ctx.module, ctx.shape = slope is None, module, z.shape
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        z3, y2, lse, slope = ctx.saved_tensors
+        w = g if ctx.unit_slope else g * slope
+        grad = ctx.module.ce_backward(w.reshape(y2.shape).to(z3.dtype).contiguous(), z3, y2, lse)
+        return grad.view(ctx.shape), None, None, None
+
+
+def _kernel_for(z: torch.Tensor, backend: str | None) -> ModuleType | None:
+    """The C++ module where ``backend`` allows it and ``z`` is a CPU float32/64 tensor, else ``None``."""
+    if resolve_backend(backend) != "torch" and z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64):
+        return load_extension()
+    return None
+
+
+def expm1(x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """``e^x − 1`` without autograd, for the ``φ`` of :func:`ce_family` (which runs inside a
+    ``Function``'s forward): the C++ kernel's vectorised ``expm1`` for CPU float32/64 (ATen's is
+    scalar, about 4× the cost of ``exp`` and more than a whole ``F.cross_entropy`` on 3-D logits),
+    else :func:`torch.expm1`.  Same accuracy class (a few ulp)."""
+    module = _kernel_for(x, backend)
+    if module is not None and not x.requires_grad:
+        return module.vec_expm1(x.contiguous())
+    return torch.expm1(x)
+
+
+def ce_family(z: torch.Tensor, y: torch.Tensor, phi: Phi, backend: str | None = None) -> torch.Tensor:
+    """Elementwise ``φ(CE, y)`` of logits ``z`` (N, C, *S) and long targets ``y`` (N, *S), with the
+    fused backward ``φ'(CE)(p − e_y)`` (GCE, RCE, SCE, CE).
+
+    Args:
+        phi: ``φ(ce, y) -> (value, dφ/dce or None for slope 1)``.
+        backend: as in :func:`beta_cross_entropy`.
+
+    Raises:
+        ValueError: an unknown backend.
+    """
+    module = _kernel_for(z, backend)
+    if module is not None:
+        return CEFamilyCppFunction.apply(z, y, phi, module)
+    return CEFamilyFunction.apply(z, y, phi)
+
+
 def beta_cross_entropy(z: torch.Tensor, y: torch.Tensor, beta: float, backend: str | None = None) -> torch.Tensor:
     """Elementwise β-CE of logits ``z`` (N, C, *S) and long targets ``y`` (N, *S).
 
@@ -347,8 +493,7 @@ def beta_cross_entropy(z: torch.Tensor, y: torch.Tensor, beta: float, backend: s
     Raises:
         ValueError: an unknown backend.
     """
-    if resolve_backend(backend) != "torch" and z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64):
-        module = load_extension()
-        if module is not None:
-            return BetaCECppFunction.apply(z, y, beta, module)
+    module = _kernel_for(z, backend)
+    if module is not None:
+        return BetaCECppFunction.apply(z, y, beta, module)
     return BetaCEFunction.apply(z, y, beta)

@@ -13,20 +13,29 @@ import torch
 
 from .base import PixelwiseLoss, check_positive
 from .hparams import BRATS_HPARAMS
-from .fused import beta_cross_entropy
+from .fused import beta_cross_entropy, ce_family, expm1
 
 #: RCE's clipped ``log 0`` (Wang et al. 2019, "Symmetric Cross Entropy for Robust Learning").
 DEFAULT_A = math.log(1e-4)
 
 
-class CrossEntropyLoss(PixelwiseLoss):
+class FusedCELoss(PixelwiseLoss):
+    """A loss ``ℓ = φ(CE, y)`` evaluated by :func:`~robustlabel.losses.fused.ce_family`: the fused
+    C++ kernel on CPU where it builds (one pass forward keeping only ``log Σ e^z`` per voxel, one
+    pass backward), else the PyTorch fused function."""
+
+    def _elementwise(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ce_family(z, y, self._phi)
+
+
+class CrossEntropyLoss(FusedCELoss):
     r"""Cross-entropy, ``ℓ = −log p_y`` (Cui et al. Eq. 1). Used for clinician labels."""
 
     def _phi(self, ce: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, None]:
         return ce, None
 
 
-class GeneralizedCrossEntropyLoss(PixelwiseLoss):
+class GeneralizedCrossEntropyLoss(FusedCELoss):
     r"""Generalized cross-entropy (Zhang & Sabuncu, NeurIPS 2018).
 
     .. math:: ℓ_{GCE} = \frac{1 - p_y^{\,q}}{q}, \qquad q ∈ (0, 1].
@@ -42,7 +51,7 @@ class GeneralizedCrossEntropyLoss(PixelwiseLoss):
         self.q = check_positive("q", q, upper=1.0)
 
     def _phi(self, ce: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = torch.expm1(-self.q * ce)  # p_y^q − 1
+        m = expm1(-self.q * ce)  # p_y^q − 1
         return m / -self.q, m + 1.0
 
     def extra_repr(self) -> str:
@@ -79,7 +88,7 @@ def _check_A(A: float) -> float:
     return A
 
 
-class ReverseCrossEntropyLoss(PixelwiseLoss):
+class ReverseCrossEntropyLoss(FusedCELoss):
     r"""Reverse cross-entropy (Wang et al. 2019), Cui et al. Eq. 4.
 
     .. math:: ℓ_{RCE} = -\sum_k p_k \log q_k = -A\,(1 - p_y),
@@ -92,14 +101,14 @@ class ReverseCrossEntropyLoss(PixelwiseLoss):
         self.A = _check_A(A)
 
     def _phi(self, ce: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = torch.expm1(-ce)  # p_y − 1
+        m = expm1(-ce)  # p_y − 1
         return self.A * m, -self.A * (m + 1.0)
 
     def extra_repr(self) -> str:
         return f"A={self.A:.4f}, " + super().extra_repr()
 
 
-class SymmetricCrossEntropyLoss(PixelwiseLoss):
+class SymmetricCrossEntropyLoss(FusedCELoss):
     r"""Symmetric cross-entropy (Wang et al. 2019).
 
     .. math:: ℓ_{SCE} = α\,ℓ_{CE} + γ\,ℓ_{RCE} = -α \log p_y - γ A (1 - p_y).
@@ -121,7 +130,7 @@ class SymmetricCrossEntropyLoss(PixelwiseLoss):
         self.A = _check_A(A)
 
     def _phi(self, ce: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = torch.expm1(-ce)  # p_y − 1
+        m = expm1(-ce)  # p_y − 1
         ga = self.gamma * self.A
         return torch.add(self.alpha * ce, m, alpha=ga), (m + 1.0).mul_(-ga).add_(self.alpha)
 

@@ -14,11 +14,14 @@ How the two sources are weighted is the ``mode`` (:data:`SOURCE_MODES`); the see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from monai.utils import look_up_option
 from torch import nn
 
-from .base import REDUCTIONS, PixelwiseLoss, reduce_loss
+from .base import PixelwiseLoss, loss_reduction, reduce_loss
 from .factory import get_loss
 
 UNION, ROBUST_ALL, PER_SOURCE = "union", "robust_all", "per_source"
@@ -78,12 +81,10 @@ class SourceAwareLoss(nn.Module):
                 raise ValueError(f"{role} must be a robustlabel loss (see get_loss), got {type(loss).__name__}")
         if not float(pseudo_weight) >= 0:
             raise ValueError(f"pseudo_weight must be >= 0, got {pseudo_weight}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         self.clinician = clinician
         self.pseudo = pseudo
         self.pseudo_weight = float(pseudo_weight)
-        self.reduction = reduction
+        self.reduction = loss_reduction(reduction)
         self.mode = str(look_up_option(mode, SOURCE_MODES))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, is_pseudo: torch.Tensor) -> torch.Tensor:
@@ -118,3 +119,35 @@ class SourceAwareLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, pseudo_weight={self.pseudo_weight}, reduction={self.reduction!r}"
+
+
+def source_aware_loss(
+    pseudo_loss: str,
+    pseudo_params: Mapping[str, Any] | None = None,
+    *,
+    pseudo_weight: float = 1.0,
+    mode: str = UNION,
+) -> SourceAwareLoss:
+    """The teacher–student loss of Cui et al. Sec. 2.2: CE on clinician (true) labels,
+    ``get_loss(pseudo_loss, **pseudo_params)`` weighted by ``pseudo_weight`` on pseudo-labels,
+    the two sources combined by ``mode`` (:class:`SourceAwareLoss`).
+
+    The one builder of this pair: the BraTS trainer (from its ``TrainConfig``) and the CIFAR
+    classifier both call it.
+
+    Args:
+        pseudo_loss: :func:`~robustlabel.losses.get_loss` name of the pseudo-label loss.
+        pseudo_params: its hyper-parameters (``None``: the loss' defaults).
+        pseudo_weight: ``w >= 0``.
+        mode: :data:`SOURCE_MODES`.
+
+    Raises:
+        ValueError: from :func:`~robustlabel.losses.get_loss` (unknown name or parameter) or
+            :class:`SourceAwareLoss` (``w < 0``, unknown mode).
+    """
+    return SourceAwareLoss(
+        clinician=get_loss("ce"),
+        pseudo=get_loss(pseudo_loss, **dict(pseudo_params or {})),
+        pseudo_weight=pseudo_weight,
+        mode=mode,
+    )

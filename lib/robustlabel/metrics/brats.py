@@ -21,22 +21,23 @@ For a prediction ``P`` and a reference ``G`` (BraTS label values {0, 1, 2, 4}) e
   distance, the diagonal of the 240 × 240 × 155 mm³ BraTS volume), so a missed or hallucinated
   region is counted as the worst case instead of being dropped from the mean.
 
-:func:`summarise` reduces per-case rows to mean ± std per metric and reports how many values
-went in (``n``); :func:`format_summary` and ``format_mean_std(..., with_n=True)`` print ``n``
-beside every mean.
+:func:`robustlabel.metrics.statistics.summarise` reduces per-case rows to mean ± std per metric
+and reports how many values went in (``n``); :func:`format_summary` and
+``format_mean_std(..., with_n=True)`` print ``n`` beside every mean.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from monai.metrics import DiceMetric, compute_hausdorff_distance
 
 from robustlabel.data.labels import REGIONS, brats_regions
+
+from .statistics import format_mean_std
 
 METRICS: tuple[str, ...] = ("dice", "hd95")
 #: keys of a :func:`brats_metrics` row, e.g. ``"dice_WT"``
@@ -80,7 +81,7 @@ def brats_metrics(
         spacing: voxel spacing in mm (``None``: distances in voxels).
         one_empty_hd95: HD95 when exactly one of the two masks of a region is empty (default the
             BraTS worst case :data:`BRATS_WORST_HD95`; ``float("nan")`` leaves such cases out of
-            :func:`summarise`'s mean, which hides them).
+            :func:`~robustlabel.metrics.statistics.summarise`'s mean, which hides them).
 
     Raises:
         ValueError: shapes differ or ``spacing`` has the wrong length.
@@ -119,43 +120,7 @@ def brats_metrics(
     return row
 
 
-def summarise(rows: Iterable[Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """``{key: {"mean", "std", "n"}}`` over ``rows`` for each key of :data:`METRIC_KEYS` present.
-
-    ``std`` is the sample standard deviation (ddof = 1, as in the paper tables and
-    :mod:`robustlabel.reporting`); NaN values are left out and ``n`` counts the finite values
-    used (``mean`` is NaN when ``n == 0``, ``std`` when ``n < 2``).  Other keys of the
-    rows (e.g. ``"case"``) are ignored.
-    """
-    rows = list(rows)
-    summary: dict[str, dict[str, float]] = {}
-    for key in METRIC_KEYS:
-        if not any(key in row for row in rows):
-            continue
-        values = np.array([float(row[key]) for row in rows if key in row], dtype=np.float64)
-        finite = values[~np.isnan(values)]
-        n = int(finite.size)
-        summary[key] = {
-            "mean": float(finite.mean()) if n else math.nan,
-            "std": float(finite.std(ddof=1)) if n > 1 else math.nan,
-            "n": n,
-        }
-    return summary
-
-
 def format_summary(summary: Mapping[str, Mapping[str, float]]) -> str:
-    """One line per metric: ``dice_WT  0.8512 ± 0.0312  (n=57)``."""
+    """One line per metric of a :func:`~robustlabel.metrics.statistics.summarise` result:
+    ``dice_WT  0.8512 ± 0.0312  (n=57)``."""
     return "\n".join(f"{k:<8} {format_mean_std(v)}  (n={int(v['n'])})" for k, v in summary.items())
-
-
-def format_mean_std(stats: Mapping[str, float] | None, decimals: int = 4, with_n: bool = False) -> str:
-    """``"0.8512 ± 0.0312"``; only the mean when there is no std (n < 2); ``"n/a"`` without values.
-
-    ``with_n`` appends the number of values, ``"0.8512 ± 0.0312 (n=57)"``.
-    """
-    suffix = f" (n={int(stats['n'])})" if with_n and stats and "n" in stats else ""
-    if not stats or not math.isfinite(stats["mean"]):
-        return "n/a" + suffix
-    if not math.isfinite(stats.get("std", math.nan)):
-        return f"{stats['mean']:.{decimals}f}" + suffix
-    return f"{stats['mean']:.{decimals}f} ± {stats['std']:.{decimals}f}" + suffix

@@ -7,7 +7,7 @@ about it) and comes first, in id order; otherwise the image whose pseudo-label h
 :mod:`lib.scoring.pseudo_confidence`) is chosen, ties broken by id.  The uncertainty is the mean
 normalised entropy over the predicted tumour, and 1 when the teacher predicts no tumour at all,
 so the teacher's complete misses are offered before its honestly uncertain tumours
-(:func:`robustlabel.engine.pseudo_label.rank_by_uncertainty`).  The confidence is read from the
+(:func:`robustlabel.metrics.uncertainty.rank_by_uncertainty`).  The confidence is read from the
 pseudo-label's own info, so the choice never depends on a scoring run having happened.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
-from robustlabel.engine.pseudo_label import rank_by_uncertainty
+from robustlabel.metrics.uncertainty import rank_by_uncertainty
 
 from ..datastore import PSEUDO, BratsDatastore
 from ..errors import AppRequestError

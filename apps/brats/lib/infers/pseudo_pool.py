@@ -20,15 +20,20 @@ Guarantees:
 
 * the pool is every requested image without a ``final`` label (``images=all`` or ``unlabeled``;
   ``labeled`` gives an empty pool); the tag is always ``pseudo`` (any other ``label_tag`` is refused);
-* results go through the datastore API (:class:`DatastoreSink`: ``save_label(id, file, "pseudo",
-  info, sidecar=...)`` with a summary of the engine's provenance sidecar -- teacher SHA-256,
-  uncertainty, confidence, voxel counts -- as the label info, and the full sidecar file
-  ``labels/pseudo/<id>.json`` of docs/CONTRACTS.md written in the same datastore transaction);
-* the request is validated after MONAI Label merged its ``params`` (:func:`validate_pool_request`),
-  and the subprocess kills itself when the server dies (:mod:`lib.lifeline`), so a killed server
-  leaves no writer behind and a rerun labels only the images without this teacher's label;
-* a clinician label is never touched: images with ``final`` are skipped before inference and
-  re-checked right before each write (the datastore refuses a pseudo-label next to ``final``);
+* results go through the datastore API (:class:`DatastoreSink`: ``save_label_array(id, label,
+  affine, "pseudo", info, sidecar=...)`` with a summary of the engine's provenance sidecar --
+  teacher SHA-256, uncertainty, confidence, voxel counts -- as the label info, and the full sidecar
+  file ``labels/pseudo/<id>.json`` of docs/CONTRACTS.md written in the same datastore
+  transaction).  Each label is handled once: the datastore checks the array in memory (shape,
+  affine, values) and writes the label file itself, atomically, under its lock;
+* the request is parsed by :func:`lib.conf.parse_pool_request` (in the server before the
+  subprocess starts, and here), and the subprocess kills itself when the server dies
+  (:mod:`lib.lifeline`), so a killed server leaves no writer behind and a rerun labels only the
+  images without this teacher's label;
+* a clinician label is never touched: images with ``final`` are skipped before inference (the
+  engine asks :meth:`DatastoreSink.has_clinician_label`, to save the compute), and the datastore
+  refuses a pseudo-label next to ``final`` under its lock when it stores one (a final label that
+  arrived meanwhile: the pseudo-label is dropped);
 * an image whose pseudo-label was made by the same teacher (SHA-256 of the checkpoint) is skipped;
 * afterwards the :class:`~lib.scoring.pseudo_confidence.PseudoConfidence` scoring method copies
   each pool image's confidence into its image info.
@@ -58,47 +63,22 @@ from typing import Any
 import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
-from robustlabel.data.nifti import write_json_atomic, write_nifti_atomic
+from robustlabel.atomic import write_json_atomic
 from robustlabel.data.studies import modalities_path
 from robustlabel.engine.distributed import init_distributed, launch_local
 from robustlabel.engine.pool_shards import label_pool
 from robustlabel.engine.pseudo_label import SOURCE_HEADER_KEY, PseudoLabeller, PseudoLabelResult
 
-from ..conf import AppConf, parse_number, plan_ranks
+from ..conf import AppConf, parse_pool_request
 # LABEL_INFO_KEYS: the sidecar keys copied into the datastore's label info (the datastore file is
 # rewritten on every save, so it keeps a summary; the full sidecar -- affine, inference settings,
 # ... -- is the file).  Defined in lib.datastore, which restores them from sidecars on recovery.
-from ..datastore import LABEL_INFO_KEYS, MODEL_OUTPUT_KEY, PSEUDO, BratsDatastore, check_label_tag
+from ..datastore import LABEL_INFO_KEYS, MODEL_OUTPUT_KEY, PSEUDO, BratsDatastore
 from ..errors import AppRequestError, FinalLabelProtectedError, ModelNotTrainedError
 from ..lifeline import watch_server
-from ..names import check_image_id, check_model_name
 from ..scoring.pseudo_confidence import PseudoConfidence
 
 logger = logging.getLogger(__name__)
-
-#: the ``images`` values of a batch-infer request (MONAI Label's ``BatchInferImageType``)
-IMAGE_SELECTIONS: tuple[str, ...] = ("all", "labeled", "unlabeled")
-
-
-def validate_pool_request(request: Mapping[str, Any], models: list[str]) -> None:
-    """Check a batch-infer request after MONAI Label merged its ``params`` (HTTP 4xx naming the field).
-
-    ``model`` must be served; ``images`` one of :data:`IMAGE_SELECTIONS` or a list of image ids;
-    ``label_tag`` a plain tag, and it must be ``pseudo``.
-    """
-    check_model_name(request.get("model"), models)
-    images = request.get("images", "all")
-    images = getattr(images, "value", images)
-    if isinstance(images, (list, tuple)):
-        for i, image_id in enumerate(images):
-            check_image_id(image_id, f"images[{i}]")
-    elif images not in IMAGE_SELECTIONS:
-        raise AppRequestError(f"images: expected one of {list(IMAGE_SELECTIONS)} or a list of image ids, got {images!r}",
-                              status_code=422)
-    tag = check_label_tag(request.get("label_tag") or PSEUDO, "label_tag")
-    if tag != PSEUDO:
-        raise AppRequestError(f"label_tag: pool pseudo-labels are stored under tag {PSEUDO!r}, not {tag!r}",
-                              status_code=422)
 
 
 class DatastoreSink:
@@ -119,18 +99,15 @@ class DatastoreSink:
     def write(
         self, case: str, label: np.ndarray, affine: np.ndarray, info: dict[str, Any], confidence: np.ndarray | None
     ) -> str | None:
-        if self.has_clinician_label(case):
+        """Store one pseudo-label through the datastore (checked in memory, written once, atomically);
+        ``None`` when the case got a final label meanwhile (the datastore refuses it under its lock)."""
+        summary = {k: info[k] for k in LABEL_INFO_KEYS if k in info}
+        try:  # label, sidecar and record in one datastore transaction: a kill leaves all or none
+            self.datastore.save_label_array(case, label, affine, PSEUDO, {MODEL_OUTPUT_KEY: self.model, **summary},
+                                            sidecar=info, header=info.get(SOURCE_HEADER_KEY))
+        except FinalLabelProtectedError:
+            logger.info(f"{case}: final label arrived during pseudo-labelling; pseudo-label dropped")
             return None
-        with tempfile.TemporaryDirectory(prefix="pseudo_") as tmp:
-            path = write_nifti_atomic(Path(tmp) / f"{case}.nii.gz", label, affine, header=info.get(SOURCE_HEADER_KEY))
-            try:
-                summary = {k: info[k] for k in LABEL_INFO_KEYS if k in info}
-                # label, sidecar and record in one datastore transaction: a kill leaves all or none
-                self.datastore.save_label(case, str(path), PSEUDO, {MODEL_OUTPUT_KEY: self.model, **summary},
-                                          sidecar=info)
-            except FinalLabelProtectedError:  # a clinician submitted a final label meanwhile
-                logger.info(f"{case}: final label arrived during pseudo-labelling; pseudo-label dropped")
-                return None
         return self.datastore.get_label_uri(case, PSEUDO)
 
 
@@ -162,15 +139,15 @@ class PoolPseudoLabelTask(BatchInferTask):
         if not isinstance(datastore, BratsDatastore):
             raise AppRequestError("pool pseudo-labelling needs the app's local studies datastore")
         watch_server()  # in the server's batch subprocess: die with the server (lib/lifeline.py)
-        validate_pool_request(request, sorted(self.checkpoints))
-        model = request["model"]
+        pool_request = parse_pool_request(self.conf, request, sorted(self.checkpoints))
+        model = pool_request.model
         checkpoint = self.checkpoints[model]()
         if not checkpoint.is_file():
             raise ModelNotTrainedError(f"no trained {model} model at {checkpoint}: train a teacher first (POST /train/{model})")
 
         requested = set(self.get_images(request, datastore))
         pool = [i for i in datastore.pseudo_pool() if i in requested]
-        limit = int(parse_number("max_batch_size", request.get("max_batch_size") or 0, int, lo=0))
+        limit = pool_request.max_batch_size
         pool = pool[:limit] if limit else pool
         items = []
         for image_id in pool:
@@ -181,14 +158,9 @@ class PoolPseudoLabelTask(BatchInferTask):
                 logger.warning(f"{image_id}: no modalities file {four_d}; left out of the pool")
         logger.info(f"Pseudo-labelling {len(items)} pool image(s) with {checkpoint}")
 
-        device = self.conf.resolved_device(request.get("device"))
-        ranks, gpus = plan_ranks(request, device)
-        options = {
-            "batch_size": int(parse_number("batch_size", request.get("batch_size", 2), int, lo=1)),
-            # None: the engine's default (loader workers with CUDA, none on CPU)
-            "num_workers": (None if request.get("num_workers") is None
-                            else int(parse_number("num_workers", request["num_workers"], int, lo=0))),
-        }
+        device, ranks = pool_request.device, pool_request.ranks
+        gpus = None if pool_request.gpus is None else list(pool_request.gpus)
+        options = {"batch_size": pool_request.batch_size, "num_workers": pool_request.num_workers}
         if ranks > 1 and items:
             results = self._label_on_ranks(ranks, gpus, datastore, items, checkpoint, model, device, options)
         else:

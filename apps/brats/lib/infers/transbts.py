@@ -8,8 +8,13 @@ Request → result:
 2. ``robustlabel.data.transforms.infer_transforms``: load, channel-first, z-score per modality
    over the brain; no resampling, so the prediction lies on the image's own voxel grid;
 3. sliding-window softmax ``p = softmax(z)`` with the engine's inferer
-   (:func:`robustlabel.engine.inference.predict_probabilities`, Gaussian blending, autocast on CUDA);
-4. :func:`robustlabel.engine.pseudo_label.summarise_prediction`: ``ŷ = argmax p`` in BraTS values
+   (:func:`robustlabel.engine.inference.predict_probabilities`, autocast on CUDA), run on the
+   brain's bounding box only (background outside it) with the measured ``/infer`` defaults
+   :data:`robustlabel.engine.inference.INFER_WINDOWS`; a request may override ``sw_batch_size``,
+   ``sw_overlap``, ``sw_blend``, ``crop_margin`` (``none``: no crop) and ``crop_align``, and
+   ``sw_stock: true`` restores today's settings (no crop, overlap 0.5, Gaussian blending)
+   (:func:`lib.conf.parse_sliding_window`; the settings used are in the result JSON);
+4. :func:`robustlabel.metrics.uncertainty.summarise_prediction`: ``ŷ = argmax p`` in BraTS values
    {0, 1, 2, 4} plus the case statistics the pool pseudo-labeller stores (voxel counts, mean
    max-probability and entropy, normalised ``uncertainty``), so both paths share one definition;
 5. the label map is written with the FLAIR's affine (nibabel), so its shape and affine equal the
@@ -46,11 +51,11 @@ from robustlabel.data.studies import modalities_path
 from robustlabel.data.transforms import infer_transforms
 from robustlabel.engine.checkpoint import network_from_checkpoint, read_checkpoint, sha256_file
 from robustlabel.engine.config import amp_dtype_for
-from robustlabel.engine.inference import make_inferer, predict_probabilities
-from robustlabel.engine.pseudo_label import summarise_prediction
+from robustlabel.engine.inference import INFER_WINDOWS, predict_probabilities
+from robustlabel.metrics.uncertainty import summarise_prediction
 from robustlabel.networks import build_network
 
-from ..conf import AppConf
+from ..conf import AppConf, parse_sliding_window
 from ..errors import AppRequestError
 from ..label_names import LABEL_COLORS, LABEL_NAMES
 
@@ -58,9 +63,8 @@ logger = logging.getLogger(__name__)
 
 #: request key naming the folder the result file is written to (set by the app, never by a client)
 RESULT_DIR_KEY = "robustlabel_result_dir"
-#: sliding-window defaults a request may override (``sw_batch_size``, ``sw_overlap``)
-SW_BATCH_SIZE = 1
-SW_OVERLAP = 0.5
+#: result-JSON key of the sliding-window settings a request ran with
+WINDOWS_KEY = "sliding_window"
 
 
 class StudyLayoutError(AppRequestError):
@@ -106,7 +110,9 @@ class TransBTSInfer(BasicInferTask):
             dimension=3,
             description="TransBTS brain-tumour segmentation (BraTS labels 1 necrosis, 2 edema, 4 enhancing tumor)",
             roi_size=conf.roi_size,
-            config={"sw_batch_size": SW_BATCH_SIZE, "sw_overlap": SW_OVERLAP},
+            # only the switch: a default merged into every request would hide what a client left
+            # out (``sw_stock`` keeps today's one window per forward unless ``sw_batch_size`` is sent)
+            config={"sw_stock": False},
             **kwargs,
         )
         self.conf = conf
@@ -119,6 +125,7 @@ class TransBTSInfer(BasicInferTask):
         image = request.get("image")
         if not isinstance(image, str):
             raise AppRequestError("transbts needs an image id or the path of a studies image; arrays are not supported")
+        parse_sliding_window(request, INFER_WINDOWS)  # a bad option fails before any work
         request = dict(request)
         request["flair"] = image
         request["image"] = resolve_modalities(image)
@@ -129,9 +136,8 @@ class TransBTSInfer(BasicInferTask):
         return infer_transforms(keys=("image",)).transforms
 
     def inferer(self, data: dict[str, Any] | None = None) -> Inferer:
-        data = data or {}
         roi = self._served.get("roi_size", self.conf.roi_size)
-        return make_inferer(roi, int(data.get("sw_batch_size", SW_BATCH_SIZE)), float(data.get("sw_overlap", SW_OVERLAP)))
+        return parse_sliding_window(data or {}, INFER_WINDOWS).inferer(roi)
 
     def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
         return []  # argmax and label conversion happen in summarise_prediction (see writer)
@@ -168,8 +174,11 @@ class TransBTSInfer(BasicInferTask):
         network = self._get_network(device, data)
         torch_device = torch.device(device)
         images = data[self.input_key].unsqueeze(0).to(torch_device)
-        probs = predict_probabilities(network, images, self.inferer(data), amp_dtype_for(torch_device))
+        windows = parse_sliding_window(data, INFER_WINDOWS)
+        probs = predict_probabilities(network, images, self.inferer(data), amp_dtype_for(torch_device),
+                                      crop_margin=windows.crop_margin, crop_align=windows.crop_align)
         data[self.output_label_key] = probs[0]
+        data[WINDOWS_KEY] = windows.describe()
         return data
 
     # ------------------------------------------------------------------ output
@@ -194,6 +203,7 @@ class TransBTSInfer(BasicInferTask):
             "label_colors": {name: list(rgb) for name, rgb in LABEL_COLORS.items()},
             "label_values": list(BRATS_LABELS),
             **{k: stats[k] for k in ("voxel_counts", "confidence", "uncertainty")},
+            WINDOWS_KEY: data.get(WINDOWS_KEY),
         }
         if self._served.get("model_state") == "untrained":
             result["warning"] = (

@@ -8,7 +8,9 @@ the result:
   (``use_pseudo`` true: the *student*); a ``final`` label always wins over a stale ``pseudo`` one.
 * **loss** -- the engine's ``SourceAwareLoss``: CE on ``final`` items, ``pseudo_loss``
   (``gce`` | ``bce`` (β-CE) | ``sce`` | ``ce``, with ``q`` / ``beta`` / ``alpha``, ``gamma``) on
-  ``pseudo`` items.  Defaults from the app conf; a request may override them.
+  ``pseudo`` items.  Defaults from the app conf; a request may override them.  Every value of a
+  request is parsed by :func:`lib.conf.parse_train_request` (the app runs it in the server as
+  well, before the task starts, so a bad value is a 4xx there and never reaches this process).
 * **validation** -- ``final`` cases only, assigned by a stable function of the case id
   (:func:`split_validation`): adding labels never moves an earlier case between training and
   validation, so a case that validated one model never trains the next (MONAI Label #1752).
@@ -50,7 +52,7 @@ from typing import Any
 
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
-from robustlabel.data.nifti import atomic_path, write_json_atomic
+from robustlabel.atomic import atomic_path, write_json_atomic
 from robustlabel.data.studies import studies_datalist
 from robustlabel.engine.checkpoint import sha256_file
 from robustlabel.engine.config import TrainConfig
@@ -59,7 +61,7 @@ from robustlabel.engine.local_ranks import train_on_local_ranks
 from robustlabel.engine.trainer import train
 from robustlabel.losses.source_aware import SOURCE_MODES
 
-from ..conf import PSEUDO_LOSSES, AppConf, parse_number, plan_ranks
+from ..conf import PSEUDO_LOSSES, AppConf, TrainRequest, parse_train_request, train_defaults
 from ..datastore import BratsDatastore
 from ..errors import AppRequestError
 
@@ -129,6 +131,7 @@ class TransBTSTrain(TrainTask):
     def config(self) -> dict[str, Any]:
         """Options shown by clients (a list offers choices, its first item is the default)."""
         others = [loss for loss in PSEUDO_LOSSES if loss != self.conf.pseudo_loss]
+        defaults = train_defaults(self.conf)
         return {
             "max_epochs": self.conf.max_epochs,
             "use_pseudo": [self.conf.use_pseudo, not self.conf.use_pseudo],
@@ -139,8 +142,8 @@ class TransBTSTrain(TrainTask):
             "gamma": self.conf.gamma,
             "val_split": self.conf.val_split,
             "mode": [self.conf.mode, *(m for m in SOURCE_MODES if m != self.conf.mode)],
-            "train_batch_size": self._default_batch_size(),
-            "learning_rate": TrainConfig.lr,
+            "train_batch_size": defaults["train_batch_size"],
+            "learning_rate": defaults["learning_rate"],
             "seed": self.conf.seed,
             "multi_gpu": False,
             "gpus": "all",
@@ -156,9 +159,9 @@ class TransBTSTrain(TrainTask):
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         if not isinstance(datastore, BratsDatastore):
             raise AppRequestError("training needs the app's local studies datastore")
-        conf = self.conf.with_overrides(request)
-        config = self._train_config(conf, request)
-        ranks, gpus = plan_ranks(request, config.device)
+        run = parse_train_request(self.conf, request)
+        conf, ranks = run.conf, run.ranks
+        config = self._train_config(run)
         train_items, val_items = self._datalists(datastore.studies_dir, conf)
         run_id = datetime.datetime.now().strftime("%Y%m%d_%H%M%S_%f")
         run_dir = self.output_dir / "runs" / run_id
@@ -194,6 +197,7 @@ class TransBTSTrain(TrainTask):
 
         try:
             if ranks > 1:  # rank 0 writes run_dir; its history fills the stats afterwards
+                gpus = None if run.gpus is None else list(run.gpus)
                 result = train_on_local_ranks(train_items, val_items, run_dir, config, ranks, cuda_devices=gpus,
                                               resume=False, progress=True)
                 for entry in result.history:
@@ -219,23 +223,21 @@ class TransBTSTrain(TrainTask):
         return stats
 
     # ------------------------------------------------------------------ helpers
-    def _default_batch_size(self) -> int:
-        return 2 if self.conf.tiny else TrainConfig.batch_size
-
-    def _train_config(self, conf: AppConf, request: dict[str, Any]) -> TrainConfig:
-        epochs = conf.max_epochs
+    def _train_config(self, run: TrainRequest) -> TrainConfig:
+        """The engine's config of one run (every value already parsed by :func:`lib.conf.parse_train_request`)."""
+        conf = run.conf
         return TrainConfig(
             network=self.network_config,
             roi_size=conf.roi_size,
-            batch_size=parse_number("train_batch_size", request.get("train_batch_size", self._default_batch_size()), int, lo=1),
-            epochs=epochs,
-            lr=parse_number("learning_rate", request.get("learning_rate", TrainConfig.lr), lo=0, lo_open=True),
+            batch_size=run.batch_size,
+            epochs=conf.max_epochs,
+            lr=run.learning_rate,
             pseudo_loss=conf.pseudo_loss,
             pseudo_params=conf.loss_params(),
-            val_interval=parse_number("val_interval", request.get("val_interval", 1 if epochs <= 20 else 10), int, lo=1),
-            num_workers=parse_number("num_workers", request.get("num_workers", 0 if conf.tiny else 4), int, lo=0),
+            val_interval=run.val_interval,
+            num_workers=run.num_workers,
             seed=conf.seed,
-            device=conf.resolved_device(request.get("device")),
+            device=run.device,
             mode=conf.mode,
         )
 
