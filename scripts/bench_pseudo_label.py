@@ -78,7 +78,7 @@ from robustlabel.engine.config import TrainConfig
 from robustlabel.engine.inference import INFER_WINDOWS, POOL_WINDOWS, WindowSettings, prepare_network
 from robustlabel.engine.pseudo_label import PseudoLabeller, StudiesSink
 from robustlabel.experiments.figures import PlotPanel, plot_panels
-from robustlabel.machine import describe_machine, pick_device
+from robustlabel.machine import describe_machine, resolve_device
 from robustlabel.markdown import markdown_table
 from robustlabel.metrics.brats import brats_metrics
 from robustlabel.networks import build_network
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or args.cases < 1:
         parser.error("--repeats and --cases must be >= 1")
     logging.basicConfig(level=logging.WARNING)
-    torch_device = pick_device(args.device)
+    torch_device = resolve_device(args.device)
     device = "cuda" if torch_device.type == "cuda" else "cpu"
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "n/a"
     started = time.perf_counter()

@@ -45,8 +45,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-#: old name, kept for callers not yet switched (scripts/bench_pseudo_label.py)
-pick_device = resolve_device
+def default_loader_workers(device: str | torch.device = "auto") -> int:
+    """Data-loader workers when none are asked for: 0 on CPU (the main process decodes faster than
+    it can hand batches over), ``min(8, max(1, cores - 1))`` on CUDA, one core kept for the main process.
+
+    Raises:
+        ValueError: as :func:`resolve_device`.
+    """
+    if resolve_device(device).type != "cuda":
+        return 0
+    return min(8, max(1, (os.cpu_count() or 2) - 1))
 
 
 def describe_machine(device: str | torch.device = "auto") -> dict[str, str | int]:

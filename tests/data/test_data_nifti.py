@@ -9,14 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from robustlabel.data.nifti import (
-    NiftiReadError,
-    atomic_path,
-    read_nifti,
-    write_files_atomic,
-    write_json_atomic,
-    write_nifti_atomic,
-)
+from robustlabel.atomic import atomic_path, write_files_atomic, write_json_atomic
+from robustlabel.data.nifti import NiftiReadError, read_nifti, write_nifti_atomic
 
 AFFINE = np.array([[-1.0, 0, 0, 3.0], [0, -1.0, 0, 31.0], [0, 0, 1.0, -2.0], [0, 0, 0, 1]])
 

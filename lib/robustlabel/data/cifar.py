@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .nifti import write_bytes_atomic
+from ..atomic import write_bytes_atomic
 
 CIFAR10_DIRNAME = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -27,9 +27,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-# the atomic writers live in robustlabel.atomic; the names below stay importable from here until
-# every caller imports them from robustlabel.atomic (see the issue #11 map)
-from ..atomic import atomic_path, write_bytes_atomic, write_files_atomic, write_json_atomic  # noqa: F401
+from ..atomic import write_bytes_atomic
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 #: gzip level of written files (nibabel's own default: fast, files ~10 % larger than level 9)

@@ -50,7 +50,8 @@ from tqdm import tqdm
 
 from .brats import CaseError, LoadedCase, find_brats_cases, load_case
 from .labels import MODALITIES
-from .nifti import NIFTI_SUFFIXES, nifti_file_bytes, strip_nifti_suffix, write_files_atomic, write_json_atomic
+from ..atomic import write_files_atomic, write_json_atomic
+from .nifti import NIFTI_SUFFIXES, nifti_file_bytes, strip_nifti_suffix
 
 logger = logging.getLogger(__name__)
 

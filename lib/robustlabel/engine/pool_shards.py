@@ -45,7 +45,7 @@ from .pseudo_label import (
 
 logger = logging.getLogger(__name__)
 
-#: the hidden temporary files of :func:`robustlabel.data.nifti.atomic_path` (``mkstemp`` names)
+#: the hidden temporary files of :func:`robustlabel.atomic.atomic_path` (``mkstemp`` names)
 TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 
 

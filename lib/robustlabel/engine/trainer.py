@@ -84,7 +84,7 @@ from torch.optim.lr_scheduler import PolynomialLR
 from torch.utils.tensorboard import SummaryWriter
 
 from ..data.labels import REGIONS, TrainToBratsLabelsd, brats_regions
-from ..data.nifti import write_bytes_atomic
+from ..atomic import write_bytes_atomic
 from ..data.transforms import train_transforms, val_transforms
 from ..losses import SourceAwareLoss
 from ..losses.source_aware import source_aware_loss

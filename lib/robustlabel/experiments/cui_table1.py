@@ -20,7 +20,6 @@ the same ``out`` skips them) and ``checkpoints/`` (interrupted runs resume from 
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -44,7 +43,7 @@ from robustlabel.experiments.store import ResultsStore, rank_zero_store
 from robustlabel.experiments.tables import Measurement, write_report
 from robustlabel.losses.hparams import PAPER_HPARAMS
 from robustlabel.losses.source_aware import SOURCE_MODES, UNION, source_aware_loss
-from robustlabel.machine import environment_info, resolve_device
+from robustlabel.machine import default_loader_workers, environment_info, resolve_device
 from robustlabel.networks.resnet import cifar_resnet18
 
 __all__ = [
@@ -133,8 +132,7 @@ class Table1Config:
             self.lr_milestones = (max(1, round(self.epochs * 2 / 3)),)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         if self.workers is None:
-            on_cuda = resolve_device(self.device).type == "cuda"
-            self.workers = min(8, max(1, (os.cpu_count() or 2) - 1)) if on_cuda else 0
+            self.workers = default_loader_workers(self.device)
 
     @property
     def classifier(self) -> ClassifierConfig:

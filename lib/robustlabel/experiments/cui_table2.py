@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -85,7 +84,7 @@ from robustlabel.experiments.store import ResultsStore, rank_zero_store
 from robustlabel.experiments.tables import CellSummary, Measurement, PaperValue, table_cells, table_grid, write_report
 from robustlabel.losses.hparams import PAPER_HPARAMS
 from robustlabel.losses.source_aware import SOURCE_MODES
-from robustlabel.machine import environment_info, resolve_device
+from robustlabel.machine import default_loader_workers, environment_info, resolve_device
 from robustlabel.metrics.brats import BRATS_WORST_HD95
 from robustlabel.metrics.statistics import mean_std
 from robustlabel.networks import TINY_TRANSBTS
@@ -320,7 +319,7 @@ class Table2Config:
         """``num_workers``, else 0 on CPU and up to 8 on CUDA."""
         if self.num_workers is not None:
             return self.num_workers
-        return 0 if self.torch_device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
+        return default_loader_workers(self.torch_device)
 
     @property
     def torch_threads(self) -> int | None:

@@ -64,7 +64,7 @@ from robustlabel.experiments.figures import PlotPanel, plot_ours_vs_paper, plot_
 from robustlabel.experiments.store import ResultsStore
 from robustlabel.experiments.tables import Measurement, table_grid, write_report
 from robustlabel.losses import PixelwiseLoss, SourceAwareLoss, get_loss, inverse_frequency_weights
-from robustlabel.machine import environment_info, resolve_device
+from robustlabel.machine import default_loader_workers, environment_info, resolve_device
 from robustlabel.networks import ThesisCNN
 
 NUM_CLASSES = 11
@@ -134,10 +134,7 @@ class CifarPUConfig:
 
     def classifier(self) -> ClassifierConfig:
         """The engine's training settings: Adam, no learning-rate steps, augmentation as configured."""
-        workers = self.workers
-        if workers is None:
-            on_cuda = resolve_device(self.device).type == "cuda"
-            workers = min(8, max(1, (os.cpu_count() or 2) - 1)) if on_cuda else 0
+        workers = default_loader_workers(self.device) if self.workers is None else self.workers
         return ClassifierConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer="adam",
                                 weight_decay=self.weight_decay, momentum=0.0, lr_milestones=(),
                                 augment=self.augment, device=self.device, num_workers=workers)

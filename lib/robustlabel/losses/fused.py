@@ -145,24 +145,33 @@ void for_blocks(int64_t N, int64_t C, int64_t S, const F& f) {
   });
 }
 
+// lse[i] = m_i + log sum_k exp(z_k,i - m_i), m_i = max_k z_k,i: the stable log-sum-exp over the C classes of one
+// block of L voxels (class stride S). Shared by every forward kernel.
+template <typename T>
+inline void block_logsumexp(const T* zn, int64_t C, int64_t S, int64_t L, T* lse) {
+  T mx[BLOCK], acc[BLOCK];
+  for (int64_t i = 0; i < L; ++i) mx[i] = zn[i];
+  for (int64_t k = 1; k < C; ++k) {
+    const T* zk = zn + k * S;
+    for (int64_t i = 0; i < L; ++i) mx[i] = std::fmax(mx[i], zk[i]);  // fmax: a vector max (std::max became a branch)
+  }
+  for (int64_t i = 0; i < L; ++i) acc[i] = T(0);
+  for (int64_t k = 0; k < C; ++k) {
+    const T* zk = zn + k * S;
+    for (int64_t i = 0; i < L; ++i) acc[i] += std::exp(zk[i] - mx[i]);
+  }
+  for (int64_t i = 0; i < L; ++i) lse[i] = mx[i] + std::log(acc[i]);  // separate loop: log vectorises
+}
+
 template <typename T>
 void forward_kernel(const T* z, const int64_t* y, T* loss, T* lse_out, int64_t N, int64_t C, int64_t S, T beta) {
   const T b1 = beta + T(1), coef = b1 / beta;
   for_blocks(N, C, S, [&](int64_t n, int64_t s0, int64_t L) {
-    T mx[BLOCK], acc[BLOCK], lse[BLOCK], zy[BLOCK];
+    T acc[BLOCK], lse[BLOCK], zy[BLOCK];
     const T* zn = z + n * C * S + s0;
     const int64_t* yn = y + n * S + s0;
-    for (int64_t i = 0; i < L; ++i) mx[i] = zn[i];
-    for (int64_t k = 1; k < C; ++k) {
-      const T* zk = zn + k * S;
-      for (int64_t i = 0; i < L; ++i) mx[i] = std::fmax(mx[i], zk[i]);  // fmax: a vector max (std::max became a branch)
-    }
+    block_logsumexp(zn, C, S, L, lse);
     for (int64_t i = 0; i < L; ++i) acc[i] = T(0);
-    for (int64_t k = 0; k < C; ++k) {
-      const T* zk = zn + k * S;
-      for (int64_t i = 0; i < L; ++i) acc[i] += std::exp(zk[i] - mx[i]);
-    }
-    for (int64_t i = 0; i < L; ++i) { lse[i] = mx[i] + std::log(acc[i]); acc[i] = T(0); }
     for (int64_t k = 0; k < C; ++k) {  // S = sum_k p_k^(b+1) = sum_k exp((b+1)(z_k - lse))
       const T* zk = zn + k * S;
       for (int64_t i = 0; i < L; ++i) acc[i] += std::exp(b1 * (zk[i] - lse[i]));
@@ -210,22 +219,11 @@ void backward_kernel(const T* g, const T* z, const int64_t* y, const T* lse, T* 
 template <typename T>
 void ce_forward_kernel(const T* z, const int64_t* y, T* ce, T* lse_out, int64_t N, int64_t C, int64_t S) {
   for_blocks(N, C, S, [&](int64_t n, int64_t s0, int64_t L) {
-    T mx[BLOCK], acc[BLOCK];
     const T* zn = z + n * C * S + s0;
     const int64_t* yn = y + n * S + s0;
-    for (int64_t i = 0; i < L; ++i) mx[i] = zn[i];
-    for (int64_t k = 1; k < C; ++k) {
-      const T* zk = zn + k * S;
-      for (int64_t i = 0; i < L; ++i) mx[i] = std::fmax(mx[i], zk[i]);  // fmax: a vector max (std::max became a branch)
-    }
-    for (int64_t i = 0; i < L; ++i) acc[i] = T(0);
-    for (int64_t k = 0; k < C; ++k) {
-      const T* zk = zn + k * S;
-      for (int64_t i = 0; i < L; ++i) acc[i] += std::exp(zk[i] - mx[i]);
-    }
     T* cn = ce + n * S + s0;
     T* on = lse_out + n * S + s0;
-    for (int64_t i = 0; i < L; ++i) on[i] = mx[i] + std::log(acc[i]);  // separate loops: log vectorises
+    block_logsumexp(zn, C, S, L, on);
     for (int64_t i = 0; i < L; ++i) cn[i] = on[i] - zn[yn[i] * S + i];  // CE = lse - z_y
   });
 }
