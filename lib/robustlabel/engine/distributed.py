@@ -25,6 +25,7 @@ single process: rank 0 of 1, reductions return their input, the barrier returns 
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import os
 import signal
@@ -153,10 +154,31 @@ def current() -> DistContext:
                        backend=str(dist.get_backend()))
 
 
-def close_distributed() -> None:
-    """Leave the process group (no-op without one)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def close_distributed(wait_for_peers: bool = True) -> None:
+    """Leave the process group (no-op without one), so that nothing of it outlives the interpreter.
+
+    Three steps, each against a failure seen with gloo when a job's ranks end within milliseconds
+    of each other (about one torchrun run in 50 aborted with ``terminate called without an
+    active exception`` and no Python frame, i.e. during interpreter finalisation):
+
+    1. a barrier, so that no rank tears its sockets down while a peer still completes the last
+       collective.  Only after a rank's work succeeded (``wait_for_peers``): a failing rank
+       leaves at once, so that its peers' next collective fails instead of this one hanging;
+       a barrier that fails (a peer is gone) is logged and skipped;
+    2. ``destroy_process_group``;
+    3. ``gc.collect()``, so that the C++ process group, its worker threads and any pending
+       ``Work`` caught in a reference cycle are destroyed now, while the interpreter can still
+       take the GIL for the tensors they hold, and not by finalisation (pytorch/pytorch#179291).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait_for_peers and dist.get_world_size() > 1:
+        try:
+            dist.barrier()
+        except Exception as err:  # noqa: BLE001 - a dead peer must not stop this rank from leaving
+            logger.warning("rank %d: no closing barrier (%s); leaving the group anyway", dist.get_rank(), err)
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def run_as_rank(fn: Callable[[Any, bool], R], args: Any, device: str | torch.device = "auto") -> R:
@@ -170,11 +192,14 @@ def run_as_rank(fn: Callable[[Any, bool], R], args: Any, device: str | torch.dev
         args: passed through to ``fn``.
         device: as for :func:`init_distributed`.
     """
+    ok = False
     try:
         ctx = init_distributed(device)  # under torchrun this process is one rank of the job
-        return fn(args, ctx.is_main)
+        result = fn(args, ctx.is_main)
+        ok = True
+        return result
     finally:
-        close_distributed()
+        close_distributed(wait_for_peers=ok)
 
 
 def rank_device(device: str | torch.device = "auto") -> torch.device:
@@ -287,10 +312,12 @@ def _local_worker(local_rank: int, fn: Callable[..., Any], nprocs: int, port: in
     os.environ.update(env)
     os.environ.update({RANK_ENV: str(local_rank), LOCAL_RANK_ENV: str(local_rank), WORLD_SIZE_ENV: str(nprocs),
                        "MASTER_ADDR": LOOPBACK, "MASTER_PORT": str(port)})
+    ok = False
     try:
         fn(*args)
+        ok = True
     finally:
-        close_distributed()
+        close_distributed(wait_for_peers=ok)
 
 
 def launch_local(fn: Callable[..., Any], nprocs: int, args: tuple = (), *, env: Mapping[str, str] | None = None,

@@ -53,8 +53,8 @@ from robustlabel.metrics.segmentation import confusion_matrix, segmentation_scor
 
 
 @dataclass(frozen=True)
-class Row:
-    """One row of Table 2."""
+class SegmentationRow:
+    """One row of Ju (2017) Table 2: the training set (complete or 50 % unsegmented) and the loss."""
 
     name: str
     key: str
@@ -63,10 +63,10 @@ class Row:
 
 
 ROWS = (
-    Row("Complete / LogisticLoss", "complete_logistic", False, "logistic"),
-    Row("50%Unseg. / LogisticLoss", "unseg_logistic", True, "logistic"),
-    Row("50%Unseg. / ClassWeighted", "unseg_weighted", True, "class_weighted"),
-    Row("50%Unseg. / SigmoidLoss", "unseg_sigmoid", True, "sigmoid"),
+    SegmentationRow("Complete / LogisticLoss", "complete_logistic", False, "logistic"),
+    SegmentationRow("50%Unseg. / LogisticLoss", "unseg_logistic", True, "logistic"),
+    SegmentationRow("50%Unseg. / ClassWeighted", "unseg_weighted", True, "class_weighted"),
+    SegmentationRow("50%Unseg. / SigmoidLoss", "unseg_sigmoid", True, "sigmoid"),
 )
 #: table column -> key of robustlabel.metrics.segmentation.segmentation_scores
 COLUMNS = {"overall acc.": "overall_acc", "mean rec.": "mean_recall", "f.w. IU": "fw_iu", "mean IU": "mean_iu"}
