@@ -11,7 +11,8 @@ today's whole-volume sliding window, on a **trained** tiny TransBTS.
 3. on each held-out case, side by side in one run (settings interleaved per case, untimed warm-up
    first): **stock** (:meth:`WindowSettings.stock`: no crop, overlap 0.5, Gaussian blending) and
    the crop with each ``--margins`` at each ``--overlaps`` × ``--blends`` × ``--sw-batch-sizes``,
-   plus the crop aligned to stock's window grid (overlap 0.5); time of ``predict_probabilities``
+   plus the crop aligned to stock's window grid (overlap 0.5), in float32 and, on a CPU with native
+   bf16, under bf16 autocast; time of ``predict_probabilities``
    (sliding window + softmax, the volume already in memory), WT/TC/ET Dice of each output against
    **stock's output** (does the speed-up keep the labels?) and against the ground truth (did the
    network learn?), and the number of 32³ windows the network ran on (the work, which timing
@@ -49,7 +50,8 @@ from robustlabel.data.transforms import infer_transforms
 from robustlabel.engine.checkpoint import load_network
 from robustlabel.engine.config import TrainConfig
 from robustlabel.engine.crop import DEFAULT_MARGIN, foreground_box
-from robustlabel.engine.inference import WindowSettings, default_channels_last, predict_probabilities, prepare_network
+from robustlabel.engine.inference import (WindowSettings, cpu_bf16_supported, default_channels_last,
+                                         predict_probabilities, prepare_network)
 from robustlabel.engine.inference import BLEND_MODE, BLEND_MODES
 from robustlabel.markdown import markdown_table
 from robustlabel.engine.trainer import train
@@ -79,11 +81,14 @@ class CountingNetwork(torch.nn.Module):
 
 def settings(sw_batch_size: int, margins: list[int], overlaps: list[float], blends: list[str] | None = None,
              sw_batch_sizes: list[int] | None = None) -> dict[str, WindowSettings]:
-    """Stock first (at ``sw_batch_size``), then per margin the aligned crop and the crop with
-    every overlap × blending × sw_batch_size."""
+    """Stock first (at ``sw_batch_size``), then per margin the aligned crop (also in bf16 where the
+    CPU has it natively) and the crop with every overlap × blending × sw_batch_size."""
     out = {"stock (no crop, overlap 0.5)": WindowSettings.stock(sw_batch_size)}
     for margin in margins:
         out[f"crop margin {margin}, aligned, overlap 0.5"] = WindowSettings(sw_batch_size, 0.5, margin, crop_align=True)
+        if cpu_bf16_supported():
+            out[f"crop margin {margin}, aligned, overlap 0.5, bf16"] = WindowSettings(
+                sw_batch_size, 0.5, margin, crop_align=True, cpu_bf16=True)
         for overlap in overlaps:
             for blend in blends or [BLEND_MODE]:
                 for sw in sw_batch_sizes or [sw_batch_size]:
@@ -180,8 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
                 for name, s in options.items():
                     before = network.windows
                     t = time.perf_counter()
-                    probs = predict_probabilities(network, batch, inferers[name], None, crop_margin=s.crop_margin,
-                                                  crop_align=s.crop_align)
+                    probs = predict_probabilities(network, batch, inferers[name], s.autocast_dtype("cpu", None),
+                                                  crop_margin=s.crop_margin, crop_align=s.crop_align)
                     if r:
                         times[name].append(time.perf_counter() - t)
                     else:

@@ -10,16 +10,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from brats_server import APP_DIR
 from robustlabel.data.studies import modalities_path
 from robustlabel.engine.crop import align_to_windows
-from robustlabel.engine.inference import INFER_WINDOWS, WindowSettings
+from robustlabel.engine.inference import INFER_WINDOWS, WindowSettings, cpu_bf16_supported
 
 sys.path.insert(0, str(APP_DIR))  # what MONAI Label does before it imports an app's main.py and lib/
 from lib.conf import parse_conf, parse_sliding_window  # noqa: E402
 from lib.configs.transbts import network_config  # noqa: E402
 from lib.errors import AppRequestError  # noqa: E402
-from lib.infers.transbts import WINDOWS_KEY, TransBTSInfer  # noqa: E402
+from lib.infers.transbts import AMP_KEY, WINDOWS_KEY, TransBTSInfer  # noqa: E402
 
 SHAPE = (96, 48, 40)
 BRAIN = (slice(20, 44), slice(10, 32), slice(6, 26))
@@ -54,7 +55,8 @@ def test_infer_with_the_aligned_crop_labels_the_brain_as_stock(task: TransBTSInf
     stock, stock_result = _infer(task, study, sw_stock=True, sw_overlap=0.1, crop_margin=4)  # stock wins over both
     assert stock_result[WINDOWS_KEY] == WindowSettings.stock().describe()  # today's: one window per forward
     # the crop aligned to stock's window grid, margin = one window overlap (32 - 16): exact on the brain
-    crop, result = _infer(task, study, crop_margin=16, crop_align="true", sw_overlap=0.5, sw_blend="gaussian")
+    crop, result = _infer(task, study, crop_margin=16, crop_align="true", sw_overlap=0.5, sw_blend="gaussian",
+                          cpu_bf16=False)  # float32 like stock: the comparison is exact
     assert result[WINDOWS_KEY]["crop_margin"] == 16 and result[WINDOWS_KEY]["crop_align"] is True
     brain = np.zeros(SHAPE, bool)
     brain[BRAIN] = True
@@ -69,6 +71,17 @@ def test_infer_with_the_aligned_crop_labels_the_brain_as_stock(task: TransBTSInf
 def test_infer_defaults_and_the_crop_switch(task: TransBTSInfer, study: Path) -> None:
     label, result = _infer(task, study)
     assert result[WINDOWS_KEY] == INFER_WINDOWS.describe() and label.shape == SHAPE
+    # bf16 by default exactly where the CPU has it natively; the stock switch and the option restore float32
+    assert result[AMP_KEY] == ("bf16" if cpu_bf16_supported() else "fp32")
+    assert _infer(task, study, sw_stock=True)[1][AMP_KEY] == "fp32"
+    assert _infer(task, study, cpu_bf16="false")[1][AMP_KEY] == "fp32"
+    # oneDNN's channels-last layout by default, today's contiguous one for the stock switch: one cached network each
+    assert set(task._networks) == {("cpu", True), ("cpu", False)}
+    for (_, channels_last), (network, _) in task._networks.items():
+        kernels = [p for p in network.parameters() if p.dim() == 5]
+        layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+        assert all(p.is_contiguous(memory_format=layout) for p in kernels)
+        assert channels_last or not all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels)
     _, result = _infer(task, study, crop_margin="none")
     assert result[WINDOWS_KEY]["crop_margin"] is None
 
@@ -80,6 +93,7 @@ def test_infer_defaults_and_the_crop_switch(task: TransBTSInfer, study: Path) ->
     ({"sw_blend": "median"}, 422, "sw_blend"),
     ({"sw_stock": "maybe"}, 422, "sw_stock"),
     ({"crop_align": "sometimes"}, 422, "crop_align"),
+    ({"cpu_bf16": "fast"}, 422, "cpu_bf16"),
 ])
 def test_bad_window_options_are_refused_naming_the_field(task: TransBTSInfer, study: Path, options: dict,
                                                          status: int, field: str) -> None:

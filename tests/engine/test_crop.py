@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from robustlabel.engine.crop import align_to_windows, foreground_box, paste, predict_in_foreground
-from robustlabel.engine.inference import STOCK_OVERLAP, WindowSettings, make_inferer, predict_probabilities
+from robustlabel.engine.inference import (INFER_WINDOWS, POOL_WINDOWS, STOCK_OVERLAP, WindowSettings, cpu_bf16_supported,
+                                         make_inferer, predict_probabilities)
 
 K = 3
 
@@ -137,6 +138,20 @@ def test_window_settings_stock_switch_and_validation() -> None:
             WindowSettings(**bad)
 
 
+def test_cpu_bf16_only_where_the_cpu_has_it_and_never_for_stock() -> None:
+    native = cpu_bf16_supported()
+    assert isinstance(native, bool)
+    for defaults in (INFER_WINDOWS, POOL_WINDOWS):
+        assert defaults.cpu_bf16 and defaults.autocast_dtype("cpu", None) is (torch.bfloat16 if native else None)
+        assert defaults.autocast_dtype(torch.device("cuda"), torch.float16) is torch.float16  # CUDA: the caller's
+    stock = WindowSettings.stock()
+    assert not stock.cpu_bf16 and stock.autocast_dtype("cpu", None) is None
+    assert stock.autocast_dtype("cuda", torch.bfloat16) is torch.bfloat16
+    assert POOL_WINDOWS.replace(cpu_bf16=False).autocast_dtype("cpu", None) is None
+    assert POOL_WINDOWS.channels_last_on("cpu") and not POOL_WINDOWS.channels_last_on("cuda")
+    assert not stock.channels_last_on("cpu")
+
+
 def test_align_to_windows_moves_the_box_onto_the_window_grid() -> None:
     # n = 40, roi 8, overlap 0.5: step 4; an axis no longer than the window stays whole
     box = (slice(13, 27), slice(35, 40), slice(0, 3), slice(2, 4))
@@ -212,11 +227,19 @@ def test_pool_with_the_aligned_crop_labels_the_brain_exactly_as_without_it(tmp_p
             "crop": WindowSettings(sw_batch_size=1, overlap=STOCK_OVERLAP, crop_margin=16, crop_align=True)}
     labels, infos = {}, {}
     for name, windows in runs.items():
-        labeller = PseudoLabeller(checkpoint, device="cpu", batch_size=2, windows=windows)
+        # one layout for both (stock's own is the contiguous one): the comparison is exact
+        labeller = PseudoLabeller(checkpoint, device="cpu", batch_size=2, windows=windows, channels_last=True)
         results = labeller.label(items, StudiesSink(tmp_path / name, label_dir=tmp_path / name / "labels"), progress=False)
         labels[name] = [np.asarray(nib.load(r.location).dataobj) for r in results]
         infos[name] = [r.info["inference"] for r in results]
     assert infos["stock"][0]["crop_margin"] is None and infos["crop"][0]["crop_margin"] == 16
+    assert infos["stock"][0]["amp_dtype"] is None and not infos["stock"][0]["cpu_bf16"]  # float32: exact comparison
+    # the pool's default runs bf16 where the CPU has it natively; amp=False is float32 everywhere
+    assert PseudoLabeller(checkpoint, device="cpu").amp_dtype is (torch.bfloat16 if cpu_bf16_supported() else None)
+    assert PseudoLabeller(checkpoint, device="cpu", amp=False).amp_dtype is None
+    # the layout follows the settings: oneDNN's channels-last by default, stock's contiguous one for stock
+    assert PseudoLabeller(checkpoint, device="cpu").channels_last
+    assert not PseudoLabeller(checkpoint, device="cpu", windows=WindowSettings.stock()).channels_last
     assert infos["crop"][0]["crop_align"] is True
     for item, stock, crop in zip(items, labels["stock"], labels["crop"]):
         brain = np.asarray(nib.load(item["image"]).dataobj).any(-1)

@@ -214,8 +214,9 @@ def test_background_writer_surfaces_errors_and_rechecks_final(studies, teacher):
 
 def test_channels_last_changes_rounding_only_and_contiguous_is_exact(studies, teacher):
     pool = unlabeled_datalist(studies)[:2]
-    fast = PseudoLabeller(teacher.best_checkpoint, device="cpu", num_workers=0, channels_last=True)
-    exact = PseudoLabeller(teacher.best_checkpoint, device="cpu", num_workers=0, channels_last=False)
+    # float32 for both (amp=False: no bf16 on the CPU), so that only the layout differs
+    fast = PseudoLabeller(teacher.best_checkpoint, device="cpu", num_workers=0, channels_last=True, amp=False)
+    exact = PseudoLabeller(teacher.best_checkpoint, device="cpu", num_workers=0, channels_last=False, amp=False)
     kernels = lambda labeller: [p for p in labeller.network.parameters() if p.dim() == 5]  # noqa: E731
     assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels(fast))
     assert all(p.is_contiguous() for p in kernels(exact))

@@ -460,10 +460,11 @@ def parse_sliding_window(request: Mapping[str, Any], defaults: WindowSettings) -
     """The sliding window of an infer request (:class:`~robustlabel.engine.inference.WindowSettings`).
 
     ``sw_stock: true`` gives today's settings whatever the other keys say (:meth:`WindowSettings.stock`:
-    no crop, overlap 0.5, Gaussian blending, one window per forward unless the request gives
+    no crop, overlap 0.5, Gaussian blending, float32, one window per forward unless the request gives
     ``sw_batch_size``; the benchmarks' fixed baseline).  Otherwise each of ``sw_overlap`` (a number in [0, 1)),
     ``sw_blend`` (``gaussian`` | ``constant``), ``crop_margin`` (an int ≥ 0, or ``none``/``off``/
-    ``false``: no crop) and ``crop_align`` (true/false) overrides ``defaults`` where given.
+    ``false``: no crop), ``crop_align`` and ``cpu_bf16`` (true/false: bf16 on CPUs with native bf16)
+    overrides ``defaults`` where given.
 
     Raises:
         InvalidOptionError: (422) a value of the wrong kind, naming the field.
@@ -486,6 +487,8 @@ def parse_sliding_window(request: Mapping[str, Any], defaults: WindowSettings) -
         crop_margin=margin,
         crop_align=parse_bool("crop_align", given(request, "crop_align", defaults.crop_align)),
         blend=blend,
+        cpu_bf16=parse_bool("cpu_bf16", given(request, "cpu_bf16", defaults.cpu_bf16)),
+        cpu_channels_last=defaults.cpu_channels_last,
     )
 
 

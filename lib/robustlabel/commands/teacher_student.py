@@ -28,7 +28,9 @@ SCE α = 0.01, γ = 1.0).  Protocol choices (each named under the results table)
   Dice, default) or ``last`` (the last epoch, as the seed paper);
 * ``--init``: a student starts from ``scratch`` (default, the paper) or from the ``teacher``;
 * ``--precision``: ``fp32`` (the seed), ``bf16`` or ``fp16`` autocast on CUDA (default: bf16
-  where the GPU supports it, else fp16; CPU always runs fp32).
+  where the GPU supports it, else fp16; CPU training always runs fp32, and with an autocast
+  precision the CPU's pool pseudo-labelling runs in bf16 where the CPU has it natively; the
+  **Protocol:** note says what ran).
 
 Example (real BraTS 2018 data, the paper's p = 30 % setting with GCE; a GPU is advised)::
 

@@ -43,8 +43,12 @@ def precision_settings(precision: str) -> dict[str, Any]:
 
 def precision_used(amp: bool, amp_dtype: str, device: torch.device | str) -> str:
     """What actually runs: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast only exists on CUDA)."""
-    dtype = amp_dtype_for(torch.device(device), amp, amp_dtype)
-    return "fp32" if dtype is None else {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return precision_name(amp_dtype_for(torch.device(device), amp, amp_dtype))
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``"fp32"`` for ``None`` (no autocast), else the :data:`AMP_DTYPES` name of ``dtype``."""
+    return "fp32" if dtype is None else next(name for name, d in AMP_DTYPES.items() if d == dtype)
 
 
 @dataclass

@@ -21,8 +21,8 @@ Throughput (the per-image path of MONAI Label's stock ``BatchInferTask`` is the 
   one (default: ``min(4, cores)`` workers with CUDA, none on CPU, where the intra-op threads of
   the convolutions already use every core and worker processes only compete with them);
 * inference runs under ``torch.inference_mode`` with autocast on CUDA (bf16 where supported) and,
-  on CPU, with the network in ``channels_last_3d`` (oneDNN's fast conv3d layout, see
-  :mod:`robustlabel.engine.inference`);
+  on CPU, with the network in ``channels_last_3d`` (oneDNN's fast conv3d layout) under bf16
+  autocast where the CPU has native bf16 (see :mod:`robustlabel.engine.inference`);
 * label, confidence and statistics come from one pass over the float32 probabilities
   (:func:`~robustlabel.metrics.uncertainty.summarise_prediction`), then a single background
   writer thread compresses and stores each case (NIfTI gzip + sidecar) while the next batch is
@@ -67,7 +67,7 @@ from ..metrics.uncertainty import summarise_prediction
 from .checkpoint import network_from_checkpoint, read_checkpoint, sha256_file
 from .config import amp_dtype_for
 from .datalist import CaseDataset, UnreadableCaseError, check_datalist
-from .inference import POOL_WINDOWS, WindowSettings, default_channels_last, predict_probabilities, prepare_network
+from .inference import POOL_WINDOWS, WindowSettings, predict_probabilities, prepare_network
 
 #: the voxel-confidence map stores ``round(c_v · CONFIDENCE_SCALE)`` as uint8
 CONFIDENCE_SCALE = 255
@@ -250,6 +250,15 @@ def read_source_header(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- labeller
+def labelling_dtype(windows: WindowSettings, device: torch.device, amp: bool = True,
+                    amp_dtype: str = "auto") -> torch.dtype | None:
+    """The autocast dtype the pool's network runs in (``None``: float32): with ``amp``, CUDA's
+    :func:`~robustlabel.engine.config.amp_dtype_for` and the CPU's bf16 where ``windows`` allow it
+    and the CPU has it natively (:meth:`~robustlabel.engine.inference.WindowSettings.autocast_dtype`);
+    without ``amp``, float32 everywhere."""
+    return windows.autocast_dtype(device, amp_dtype_for(device, amp, amp_dtype)) if amp else None
+
+
 @dataclass
 class PseudoLabelResult:
     """Outcome for one case: ``status`` is ``written``, ``skipped_clinician`` or
@@ -281,10 +290,14 @@ class PseudoLabeller:
         sw_batch_size, overlap: override those two of ``windows``.
         num_workers: data-loader workers decompressing the next volumes (``None``:
             :func:`default_num_workers`).
-        amp, amp_dtype: autocast on CUDA (bf16 where supported, else fp16).
+        amp, amp_dtype: autocast on CUDA (bf16 where supported, else fp16); on the CPU bf16 where
+            oneDNN has it natively and ``windows.cpu_bf16`` is set (the default,
+            :meth:`~robustlabel.engine.inference.WindowSettings.autocast_dtype`); ``amp=False``:
+            float32 everywhere.
         save_confidence: also store the voxel-confidence map ``c_v``.
-        channels_last: network weights in ``channels_last_3d`` (``None``: on CPU only, see
-            :func:`~robustlabel.engine.inference.default_channels_last`); ``False`` reproduces the
+        channels_last: network weights in ``channels_last_3d`` (``None``: as ``windows`` say, on
+            CPU only, see :meth:`~robustlabel.engine.inference.WindowSettings.channels_last_on`;
+            the stock settings keep the contiguous layout); ``False`` reproduces the
             contiguous-format outputs bit for bit.
     """
 
@@ -311,8 +324,6 @@ class PseudoLabeller:
         self.device = resolve_device(device)
         stored = read_checkpoint(self.checkpoint, self.device)
         network, self.config = network_from_checkpoint(stored, self.device)
-        self.channels_last = default_channels_last(self.device) if channels_last is None else bool(channels_last)
-        self.network = prepare_network(network, self.channels_last)
         record = stored["record"]
         self.teacher = {
             "checkpoint": str(self.checkpoint.resolve()),
@@ -320,11 +331,13 @@ class PseudoLabeller:
             "epoch": int(record.get("best_epoch", 0)) or (record["history"][-1]["epoch"] if record.get("history") else 0),
             "pseudo_loss": self.config.pseudo_loss,
         }
-        self.amp_dtype = amp_dtype_for(self.device, amp, amp_dtype)
         self.batch_size = int(batch_size)
         self.num_workers = default_num_workers(self.device) if num_workers is None else int(num_workers)
         self.save_confidence = bool(save_confidence)
         self.windows = (POOL_WINDOWS if windows is None else windows).replace(sw_batch_size=sw_batch_size, overlap=overlap)
+        self.amp_dtype = labelling_dtype(self.windows, self.device, amp, amp_dtype)
+        self.channels_last = self.windows.channels_last_on(self.device) if channels_last is None else bool(channels_last)
+        self.network = prepare_network(network, self.channels_last)
         self.inferer = self.windows.inferer(self.config.resolved_roi_size)
 
     @property
@@ -446,6 +459,7 @@ class PseudoLabeller:
                 "blend": self.windows.blend,
                 "crop_margin": self.windows.crop_margin,
                 "crop_align": bool(self.windows.crop_align),
+                "cpu_bf16": bool(self.windows.cpu_bf16),
                 "device": str(self.device),
                 "amp_dtype": None if self.amp_dtype is None else str(self.amp_dtype).replace("torch.", ""),
             },

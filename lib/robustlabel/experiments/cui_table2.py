@@ -70,9 +70,11 @@ from robustlabel.atomic import write_json_atomic
 from robustlabel.data.labels import REGIONS
 from robustlabel.data.studies import FINAL, import_brats, read_manifest, select_labeled, studies_datalist
 from robustlabel.data.synthetic import write_synthetic_brats
-from robustlabel.engine.config import INITS, PRECISIONS, SELECTIONS, TrainConfig, precision_settings, precision_used
+from robustlabel.engine.config import (INITS, PRECISIONS, SELECTIONS, TrainConfig, precision_name, precision_settings,
+                                       precision_used)
+from robustlabel.engine.inference import POOL_WINDOWS
 from robustlabel.engine.distributed import barrier, broadcast_object, current, run_as_rank
-from robustlabel.engine.pseudo_label import StudiesSink
+from robustlabel.engine.pseudo_label import StudiesSink, labelling_dtype
 from robustlabel.engine.rounds import split_cases
 from robustlabel.engine.segmentation_steps import PseudoPool, SegmentationSteps
 from robustlabel.engine.teacher_student import TEACHER, Job, Outcome, run_rounds
@@ -333,6 +335,13 @@ class Table2Config:
         """What runs: ``precision`` on CUDA, always ``"fp32"`` on CPU."""
         settings = precision_settings(self.precision)
         return precision_used(settings["amp"], settings["amp_dtype"], self.torch_device)
+
+    @property
+    def pool_precision(self) -> str:
+        """What the pool's pseudo-labelling runs in: as training on CUDA; on the CPU bf16 with an
+        autocast ``precision`` where the CPU has native bf16 (:func:`~robustlabel.engine.pseudo_label.labelling_dtype`)."""
+        settings = precision_settings(self.precision)
+        return precision_name(labelling_dtype(POOL_WINDOWS, self.torch_device, settings["amp"], settings["amp_dtype"]))
 
     def train_config(self) -> TrainConfig:
         """The engine recipe shared by every run (the loss on pseudo-labels and the seed vary).
@@ -654,7 +663,7 @@ def protocol_note(config: Table2Config) -> str:
                            "train_2losses.py)"}
     return (f"**Protocol:** --select {config.select}: scored and pseudo-labelling checkpoint = {scored}; --mode "
             f"{modes[config.mode]}; --precision {config.precision} (ran in {config.effective_precision} on "
-            f"{config.torch_device.type}); --init {config.init} (students start from "
+            f"{config.torch_device.type}; pool pseudo-labelling in {config.pool_precision}); --init {config.init} (students start from "
             f"{'random weights, as the paper' if config.init == 'scratch' else 'their teacher'}); --lr {config.lr:g}; "
             f"HD95 of a region missing from exactly one of prediction and truth = {BRATS_WORST_HD95} mm")
 

@@ -8,12 +8,13 @@ Request → result:
 2. ``robustlabel.data.transforms.infer_transforms``: load, channel-first, z-score per modality
    over the brain; no resampling, so the prediction lies on the image's own voxel grid;
 3. sliding-window softmax ``p = softmax(z)`` with the engine's inferer
-   (:func:`robustlabel.engine.inference.predict_probabilities`, autocast on CUDA), run on the
-   brain's bounding box only (background outside it) with the measured ``/infer`` defaults
-   :data:`robustlabel.engine.inference.INFER_WINDOWS`; a request may override ``sw_batch_size``,
-   ``sw_overlap``, ``sw_blend``, ``crop_margin`` (``none``: no crop) and ``crop_align``, and
-   ``sw_stock: true`` restores today's settings (no crop, overlap 0.5, Gaussian blending)
-   (:func:`lib.conf.parse_sliding_window`; the settings used are in the result JSON);
+   (:func:`robustlabel.engine.inference.predict_probabilities`, autocast on CUDA, and bf16 on
+   CPUs with native bf16), run on the brain's bounding box only (background outside it) with the
+   measured ``/infer`` defaults :data:`robustlabel.engine.inference.INFER_WINDOWS`; a request may
+   override ``sw_batch_size``, ``sw_overlap``, ``sw_blend``, ``crop_margin`` (``none``: no crop),
+   ``crop_align`` and ``cpu_bf16``, and ``sw_stock: true`` restores today's settings (no crop,
+   overlap 0.5, Gaussian blending, float32) (:func:`lib.conf.parse_sliding_window`; the settings
+   used are in the result JSON, with the network's dtype under ``network_dtype``);
 4. :func:`robustlabel.metrics.uncertainty.summarise_prediction`: ``ŷ = argmax p`` in BraTS values
    {0, 1, 2, 4} plus the case statistics the pool pseudo-labeller stores (voxel counts, mean
    max-probability and entropy, normalised ``uncertainty``), so both paths share one definition;
@@ -50,8 +51,8 @@ from robustlabel.data.nifti import header_fields, write_nifti_atomic
 from robustlabel.data.studies import modalities_path
 from robustlabel.data.transforms import infer_transforms
 from robustlabel.engine.checkpoint import network_from_checkpoint, read_checkpoint, sha256_file
-from robustlabel.engine.config import amp_dtype_for
-from robustlabel.engine.inference import INFER_WINDOWS, predict_probabilities
+from robustlabel.engine.config import amp_dtype_for, precision_name
+from robustlabel.engine.inference import INFER_WINDOWS, predict_probabilities, prepare_network
 from robustlabel.metrics.uncertainty import summarise_prediction
 from robustlabel.networks import build_network
 
@@ -65,6 +66,8 @@ logger = logging.getLogger(__name__)
 RESULT_DIR_KEY = "robustlabel_result_dir"
 #: result-JSON key of the sliding-window settings a request ran with
 WINDOWS_KEY = "sliding_window"
+#: result-JSON key: the precision the network ran in (``fp32``, ``bf16`` or ``fp16``; the ``--precision`` names)
+AMP_KEY = "network_dtype"
 
 
 class StudyLayoutError(AppRequestError):
@@ -143,12 +146,17 @@ class TransBTSInfer(BasicInferTask):
         return []  # argmax and label conversion happen in summarise_prediction (see writer)
 
     # ------------------------------------------------------------------ model
-    def _get_network(self, device: str, data: Any) -> torch.nn.Module:
-        """The published checkpoint rebuilt from its own config, cached per device and reloaded
-        when the file's mtime changes; the untrained network while none is published."""
+    def _get_network(self, device: str, data: Any, channels_last: bool = False) -> torch.nn.Module:
+        """The published checkpoint rebuilt from its own config, cached per device and memory
+        layout and reloaded when the file's mtime changes; the untrained network while none is
+        published.  ``channels_last``: weights in ``channels_last_3d`` (oneDNN's fast conv3d
+        layout on the CPU, :func:`robustlabel.engine.inference.prepare_network`); off, today's
+        contiguous layout (the stock switch).  MONAI Label's own cache holds one network per
+        device, so this override keys it by ``(device, channels_last)``."""
+        key = (device, bool(channels_last))
         path = self.get_path(validate=True)
         mtime = os.stat(path).st_mtime if path else 0.0
-        cached = self._networks.get(device)
+        cached = self._networks.get(key)
         if cached is not None and cached[1] == mtime:
             return cached[0]
         if path is None:
@@ -167,18 +175,21 @@ class TransBTSInfer(BasicInferTask):
                 "checkpoint": path,
                 "checkpoint_sha256": sha256_file(path),
             }
-        self._networks[device] = (network, mtime)
+        network = prepare_network(network, channels_last)
+        self._networks[key] = (network, mtime)
         return network
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict[str, Any]:
-        network = self._get_network(device, data)
         torch_device = torch.device(device)
-        images = data[self.input_key].unsqueeze(0).to(torch_device)
         windows = parse_sliding_window(data, INFER_WINDOWS)
-        probs = predict_probabilities(network, images, self.inferer(data), amp_dtype_for(torch_device),
+        network = self._get_network(device, data, channels_last=windows.channels_last_on(torch_device))
+        images = data[self.input_key].unsqueeze(0).to(torch_device)
+        amp_dtype = windows.autocast_dtype(torch_device, amp_dtype_for(torch_device))
+        probs = predict_probabilities(network, images, self.inferer(data), amp_dtype,
                                       crop_margin=windows.crop_margin, crop_align=windows.crop_align)
         data[self.output_label_key] = probs[0]
         data[WINDOWS_KEY] = windows.describe()
+        data[AMP_KEY] = precision_name(amp_dtype)
         return data
 
     # ------------------------------------------------------------------ output
@@ -204,6 +215,7 @@ class TransBTSInfer(BasicInferTask):
             "label_values": list(BRATS_LABELS),
             **{k: stats[k] for k in ("voxel_counts", "confidence", "uncertainty")},
             WINDOWS_KEY: data.get(WINDOWS_KEY),
+            AMP_KEY: data.get(AMP_KEY),
         }
         if self._served.get("model_state") == "untrained":
             result["warning"] = (
