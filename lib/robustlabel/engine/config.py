@@ -31,7 +31,9 @@ INITS: tuple[str, ...] = ("scratch", "teacher")
 
 def precision_settings(precision: str) -> dict[str, Any]:
     """``TrainConfig`` fields of a ``--precision`` choice: ``fp32`` → ``amp=False``; ``bf16`` /
-    ``fp16`` → autocast to that dtype on CUDA (CPU always runs in float32).
+    ``fp16`` → autocast to that dtype on CUDA (CPU training always runs in float32; the CPU's pool
+    pseudo-labelling then runs in bf16 where the CPU has it natively,
+    :func:`robustlabel.engine.pseudo_label.labelling_dtype`).
 
     Raises:
         ValueError: for a name outside :data:`PRECISIONS`.
