@@ -15,6 +15,7 @@ import torch
 from brats_server import APP_DIR, make_studies
 from robustlabel import cli
 from robustlabel.engine.checkpoint import sha256_file as digest
+from robustlabel.engine.inference import POOL_WINDOWS
 
 sys.path.insert(0, str(APP_DIR))  # what MONAI Label does before it imports an app's main.py and lib/
 from lib.activelearning.pseudo_uncertainty import PseudoUncertainty  # noqa: E402
@@ -111,11 +112,15 @@ def test_train_and_pool_requests_are_parsed_once_with_422_for_the_wrong_kind_and
 
     pool = parse_pool_request(conf, {"model": "transbts", "images": "unlabeled", "batch_size": "4"}, ["transbts"])
     assert (pool.model, pool.batch_size, pool.num_workers, pool.max_batch_size, pool.ranks) == ("transbts", 4, None, 0, 1)
+    assert pool.labeller_options()["windows"] == POOL_WINDOWS  # bf16 where the CPU has it: the pool's default
+    fp32 = parse_pool_request(conf, {"model": "transbts", "cpu_bf16": "false"}, ["transbts"])
+    assert fp32.labeller_options()["windows"] == POOL_WINDOWS.replace(cpu_bf16=False)
     for request, key, status in [
         ({"batch_size": "x"}, "batch_size", 422), ({"max_batch_size": -1}, "max_batch_size", 400),
         ({"num_workers": "many"}, "num_workers", 422), ({"label_tag": "final"}, "label_tag", 422),
         ({"label_tag": "../x"}, "label_tag", 422), ({"images": "some"}, "images", 422),
         ({"images": ["ok", "../x"]}, "images[1]", 422), ({"model": "segresnet"}, "model", 404),
+        ({"cpu_bf16": "fast"}, "cpu_bf16", 422),
     ]:
         with pytest.raises(AppRequestError) as info:
             parse_pool_request(conf, {"model": "transbts", **request}, ["transbts"])

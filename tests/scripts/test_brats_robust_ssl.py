@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from robustlabel.engine.inference import cpu_bf16_supported
 from robustlabel.experiments import cui_table2 as table2
 from robustlabel.experiments.cui_rows import ROWS
 
@@ -117,7 +118,7 @@ def test_quick_mode_writes_the_full_table_and_a_rerun_resumes(script, tmp_path, 
     teacher_ckpt = out / "runs" / "r0" / "p50" / "teacher" / "last.pt"  # --select last (the paper) by default
     assert all(r["select"] == "last" and r["checkpoint"].endswith("last.pt") for r in runs.values())
     notes = markdown.split("**Protocol:**")[1].splitlines()[0]
-    for choice in ("--select last", "--mode union", "--precision fp32 (ran in fp32 on cpu)", "--init scratch",
+    for choice in ("--select last", "--mode union", "--precision fp32 (ran in fp32 on cpu; pool pseudo-labelling in fp32)", "--init scratch",
                    "--lr 0.0002", "373.13 mm"):
         assert choice in notes, notes
     expected_losses = {"ce": "ce + ce()", "bce": "ce + bce(beta=0.001)", "gce": "ce + gce(q=0.7)",
@@ -178,7 +179,8 @@ def test_protocol_options_reach_the_engine(tmp_path):
     assert train.roi_size == (32, 32, 32) and train.network["img_size"] == [32, 32, 32] and train.epochs == 1
     note = table2.protocol_note(config)
     assert "--select best" in note and "best mean validation Dice" in note and "robust_all" in note
-    assert "--precision bf16 (ran in fp32 on cpu)" in note and "--init teacher" in note and "--lr 0.003" in note
+    pool = "bf16" if cpu_bf16_supported() else "fp32"  # an autocast precision: the CPU's pool runs bf16 where native
+    assert f"--precision bf16 (ran in fp32 on cpu; pool pseudo-labelling in {pool})" in note and "--init teacher" in note and "--lr 0.003" in note
     default = quick_config(tmp_path / "d")
     assert (default.select, default.mode, default.precision, default.init) == ("last", "union", "fp32", "scratch")
     assert table2.results_fingerprint(config, ["a"], "d") != table2.results_fingerprint(default, ["a"], "d")

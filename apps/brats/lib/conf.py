@@ -55,7 +55,7 @@ Every request the app serves is parsed here, once:
   ``multi_gpu``/``gpus``/``ranks`` (:func:`plan_ranks`);
 * a **pool** request (``/batch/infer``, :func:`parse_pool_request`): ``model``, ``images``,
   ``label_tag`` (always ``pseudo``), ``batch_size``, ``num_workers``, ``max_batch_size``,
-  ``device`` and the rank options;
+  ``cpu_bf16`` (true/false), ``device`` and the rank options;
 * an **infer** request's sliding window (:func:`parse_sliding_window`).
 
 The app validates train and pool requests in the server before MONAI Label starts their
@@ -77,7 +77,7 @@ from urllib.parse import urlsplit
 
 import torch
 from robustlabel.engine.config import TrainConfig
-from robustlabel.engine.inference import BLEND_MODES, WindowSettings
+from robustlabel.engine.inference import BLEND_MODES, POOL_WINDOWS, WindowSettings
 from robustlabel.losses import PAPER_HPARAMS, get_loss
 from robustlabel.losses.source_aware import SOURCE_MODES
 from robustlabel.machine import resolve_device
@@ -416,6 +416,13 @@ class PoolRequest:
     max_batch_size: int = 0
     ranks: int = 1
     gpus: tuple[int, ...] | None = None
+    #: bf16 on a CPU with native bf16 (the pool's default, :data:`robustlabel.engine.inference.POOL_WINDOWS`)
+    cpu_bf16: bool = POOL_WINDOWS.cpu_bf16
+
+    def labeller_options(self) -> dict[str, Any]:
+        """The :class:`~robustlabel.engine.pseudo_label.PseudoLabeller` options of this request."""
+        return {"batch_size": self.batch_size, "num_workers": self.num_workers,
+                "windows": POOL_WINDOWS.replace(cpu_bf16=self.cpu_bf16)}
 
 
 def parse_pool_request(conf: AppConf, request: Mapping[str, Any], models: list[str]) -> PoolRequest:
@@ -449,6 +456,7 @@ def parse_pool_request(conf: AppConf, request: Mapping[str, Any], models: list[s
         max_batch_size=parse_number("max_batch_size", given(request, "max_batch_size", 0), int, lo=0),
         ranks=ranks,
         gpus=None if gpus is None else tuple(gpus),
+        cpu_bf16=parse_bool("cpu_bf16", given(request, "cpu_bf16", PoolRequest.cpu_bf16)),
     )
 
 

@@ -3,7 +3,7 @@
 Trigger (the app's ``init_batch_infer`` returns :class:`PoolPseudoLabelTask`)::
 
     POST /batch/infer/transbts?images=unlabeled
-    {"label_tag": "pseudo", "device": "auto"}          # optional: batch_size, num_workers, max_batch_size
+    {"label_tag": "pseudo", "device": "auto"}          # optional: batch_size, num_workers, max_batch_size, cpu_bf16
 
 then poll ``GET /batch/infer`` until ``status`` is ``DONE`` (or ``ERROR``, with the log lines in
 ``details``).  MONAI Label runs the task in a background process, like training.
@@ -160,7 +160,7 @@ class PoolPseudoLabelTask(BatchInferTask):
 
         device, ranks = pool_request.device, pool_request.ranks
         gpus = None if pool_request.gpus is None else list(pool_request.gpus)
-        options = {"batch_size": pool_request.batch_size, "num_workers": pool_request.num_workers}
+        options = pool_request.labeller_options()
         if ranks > 1 and items:
             results = self._label_on_ranks(ranks, gpus, datastore, items, checkpoint, model, device, options)
         else:
