@@ -102,3 +102,6 @@ def test_bad_window_options_are_refused_naming_the_field(task: TransBTSInfer, st
     assert info.value.status_code == status
     with pytest.raises(AppRequestError, match=field):
         parse_sliding_window(options, INFER_WINDOWS)
+    if field != "sw_stock":  # the stock switch ignores the other options but still checks them
+        with pytest.raises(AppRequestError, match=field):
+            parse_sliding_window({**options, "sw_stock": True}, INFER_WINDOWS)

@@ -233,10 +233,12 @@ def test_pool_with_the_aligned_crop_labels_the_brain_exactly_as_without_it(tmp_p
         labels[name] = [np.asarray(nib.load(r.location).dataobj) for r in results]
         infos[name] = [r.info["inference"] for r in results]
     assert infos["stock"][0]["crop_margin"] is None and infos["crop"][0]["crop_margin"] == 16
-    assert infos["stock"][0]["amp_dtype"] is None and not infos["stock"][0]["cpu_bf16"]  # float32: exact comparison
+    assert infos["stock"][0]["amp_dtype"] == "fp32" and not infos["stock"][0]["cpu_bf16"]  # float32: exact comparison
     # the pool's default runs bf16 where the CPU has it natively; amp=False is float32 everywhere
     assert PseudoLabeller(checkpoint, device="cpu").amp_dtype is (torch.bfloat16 if cpu_bf16_supported() else None)
     assert PseudoLabeller(checkpoint, device="cpu", amp=False).amp_dtype is None
+    with pytest.raises(ValueError, match="amp_dtype"):
+        PseudoLabeller(checkpoint, device="cpu", amp=False, amp_dtype="fp8")
     # the layout follows the settings: oneDNN's channels-last by default, stock's contiguous one for stock
     assert PseudoLabeller(checkpoint, device="cpu").channels_last
     assert not PseudoLabeller(checkpoint, device="cpu", windows=WindowSettings.stock()).channels_last

@@ -467,9 +467,10 @@ NO_CROP: frozenset[str] = frozenset({"none", "null", "off", "false", "no"})
 def parse_sliding_window(request: Mapping[str, Any], defaults: WindowSettings) -> WindowSettings:
     """The sliding window of an infer request (:class:`~robustlabel.engine.inference.WindowSettings`).
 
-    ``sw_stock: true`` gives today's settings whatever the other keys say (:meth:`WindowSettings.stock`:
-    no crop, overlap 0.5, Gaussian blending, float32, one window per forward unless the request gives
-    ``sw_batch_size``; the benchmarks' fixed baseline).  Otherwise each of ``sw_overlap`` (a number in [0, 1)),
+    ``sw_stock: true`` gives today's settings whatever the other (still validated) keys say
+    (:meth:`WindowSettings.stock`: no crop, overlap 0.5, Gaussian blending, on the CPU float32 and
+    the contiguous layout, one window per forward unless the request gives ``sw_batch_size``; the
+    benchmarks' fixed baseline).  Otherwise each of ``sw_overlap`` (a number in [0, 1)),
     ``sw_blend`` (``gaussian`` | ``constant``), ``crop_margin`` (an int ≥ 0, or ``none``/``off``/
     ``false``: no crop), ``crop_align`` and ``cpu_bf16`` (true/false: bf16 on CPUs with native bf16)
     overrides ``defaults`` where given.
@@ -481,15 +482,14 @@ def parse_sliding_window(request: Mapping[str, Any], defaults: WindowSettings) -
     stock = parse_bool("sw_stock", given(request, "sw_stock", False))
     default_batch = WindowSettings.stock().sw_batch_size if stock else defaults.sw_batch_size
     sw_batch_size = parse_number("sw_batch_size", given(request, "sw_batch_size", default_batch), int, lo=1)
-    if stock:
-        return WindowSettings.stock(sw_batch_size)
+    # every option is checked, also under ``sw_stock`` (which then ignores them): a bad value is always a 4xx
     blend = parse_choice("sw_blend", given(request, "sw_blend", defaults.blend), BLEND_MODES)
     margin = given(request, "crop_margin", defaults.crop_margin)
     if margin is False or (isinstance(margin, str) and margin.strip().lower() in NO_CROP):
         margin = None
     elif margin is not None:
         margin = parse_number("crop_margin", margin, int, lo=0)
-    return WindowSettings(
+    windows = WindowSettings(
         sw_batch_size=sw_batch_size,
         overlap=parse_number("sw_overlap", given(request, "sw_overlap", defaults.overlap), lo=0, hi=1, hi_open=True),
         crop_margin=margin,
@@ -498,6 +498,7 @@ def parse_sliding_window(request: Mapping[str, Any], defaults: WindowSettings) -
         cpu_bf16=parse_bool("cpu_bf16", given(request, "cpu_bf16", defaults.cpu_bf16)),
         cpu_channels_last=defaults.cpu_channels_last,
     )
+    return WindowSettings.stock(sw_batch_size) if stock else windows
 
 
 def plan_ranks(request: Mapping[str, Any], device: str) -> tuple[int, list[int] | None]:

@@ -16,9 +16,8 @@ the predicted tumour, and 1 (maximally uncertain) when the teacher predicts no t
 its complete misses come first.
 
 The network runs under autocast on CUDA and, on a CPU with native bf16 (AVX512-BF16 or AMX), in
-bf16 (about 2.2× faster per window of the full TransBTS on a 2-core AMD EPYC; labels of a trained
-network WT Dice ≥ 0.999 against float32); ``--no-amp`` runs float32 everywhere.  The sidecar's
-``inference.amp_dtype`` says which ran.
+bf16 (:mod:`robustlabel.engine.inference` has the measurements); ``--no-amp`` runs float32
+everywhere.  The sidecar's ``inference.amp_dtype`` (``fp32``, ``bf16`` or ``fp16``) says which ran.
 
 Example (the teacher of a ``robustlabel teacher-student --out ts-gce`` run)::
 

@@ -105,8 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     training.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     training.add_argument("--precision", choices=PRECISIONS,
-                          help="fp32 | bf16 | fp16 on CUDA (default: bf16 where supported, else fp16; CPU: fp32)")
-    training.add_argument("--no-amp", action="store_true", help="float32 on CUDA too (same as --precision fp32)")
+                          help="fp32 | bf16 | fp16 on CUDA (default: bf16 where supported, else fp16); CPU training: "
+                               "fp32, CPU pool pseudo-labelling: bf16 where native unless fp32")
+    training.add_argument("--no-amp", action="store_true",
+                          help="float32 everywhere, the CPU's pool included (same as --precision fp32)")
     training.add_argument("--no-resume", action="store_true", help="start every round over")
     training.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

@@ -25,11 +25,12 @@ Both came out the same: see the two constants.
 
 **bf16 on the CPU** (``cpu_bf16``): on CPUs whose oneDNN has native bf16 kernels (AVX512-BF16 or
 AMX; :func:`cpu_bf16_supported`) both defaults run the network under ``torch.autocast("cpu",
-torch.bfloat16)``; the softmax stays float32.  Measured on a 2-core AMD EPYC (AVX512-BF16), one
-4×128³ window of the full TransBTS: 6.3 s → 2.9 s; the tiny one, 4 windows of 32³: 13.0 →
-9.7 ms per window; labels of a trained tiny TransBTS against float32, WT Dice 0.9995-0.9998
-(``scripts/bench_crop.py`` measures it beside the other settings).  Elsewhere (no native bf16,
-where autocast would emulate it and run slower) float32.
+torch.bfloat16)``; the softmax stays float32.  Measured on a 2-core AMD EPYC (AVX512-BF16), the
+full TransBTS per 4×128³ window, float32 → bf16: 6.48 → 2.75 s in batches of 4 (the defaults'
+``sw_batch_size``), 4.65 → 3.40 s one at a time (6.28 → 2.86 s in another run); the tiny one,
+4 windows of 32³: 13.0 → 9.7 ms per window; labels of a trained tiny TransBTS against float32,
+WT Dice 0.9995-0.9998 (``scripts/bench_crop.py`` measures it beside the other settings).
+Elsewhere (no native bf16, where autocast would emulate it and run slower) float32.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class WindowSettings:
 #: 1.0000 WT/TC/ET, 2.25× fewer windows); every plain crop (overlap 0.5, 0.25, 0.125; Gaussian or
 #: constant blending) moved the labels (worst WT 0.973-0.980).  ``sw_batch_size`` 4 against 1:
 #: 0.4 s against 2.8-8.2 s per volume in the same run.  bf16 on CPUs that have it: see the module
-#: docstring (the same window count, about 2.2× less time per window on the full network).
+#: docstring (the same window count, less time per window).
 INFER_WINDOWS = WindowSettings(sw_batch_size=4, overlap=STOCK_OVERLAP, crop_margin=DEFAULT_MARGIN, crop_align=True,
                                cpu_bf16=True)
 #: the pool pseudo-labeller (throughput; bound WT Dice ≥ 0.98): by the same measurement the same
@@ -171,11 +172,14 @@ POOL_WINDOWS = WindowSettings(sw_batch_size=4, overlap=STOCK_OVERLAP, crop_margi
 
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_supported() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX): then bf16 autocast
-    makes ``conv3d`` faster; without it bf16 is emulated and slower, so the CPU stays in float32."""
+    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX) and torch has oneDNN: then
+    bf16 autocast makes ``conv3d`` faster; without it oneDNN emulates bf16 and runs slower, so the
+    CPU stays in float32.  (oneDNN's own ``_is_mkldnn_bf16_supported`` is true on any AVX512 CPU,
+    emulation included, so it is not asked.)"""
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without the probe or without oneDNN
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(torch.backends.mkldnn.is_available() and native)
+    except (AttributeError, RuntimeError):  # a torch build without the probes or without oneDNN
         return False
 
 

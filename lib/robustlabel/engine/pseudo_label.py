@@ -65,7 +65,7 @@ from ..data.transforms import infer_transforms
 from ..machine import resolve_device
 from ..metrics.uncertainty import summarise_prediction
 from .checkpoint import network_from_checkpoint, read_checkpoint, sha256_file
-from .config import amp_dtype_for
+from .config import amp_dtype_for, precision_name
 from .datalist import CaseDataset, UnreadableCaseError, check_datalist
 from .inference import POOL_WINDOWS, WindowSettings, predict_probabilities, prepare_network
 
@@ -250,13 +250,20 @@ def read_source_header(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- labeller
-def labelling_dtype(windows: WindowSettings, device: torch.device, amp: bool = True,
-                    amp_dtype: str = "auto") -> torch.dtype | None:
+def labelling_dtype(device: torch.device | str, amp: bool = True, amp_dtype: str = "auto",
+                    windows: WindowSettings | None = None) -> torch.dtype | None:
     """The autocast dtype the pool's network runs in (``None``: float32): with ``amp``, CUDA's
-    :func:`~robustlabel.engine.config.amp_dtype_for` and the CPU's bf16 where ``windows`` allow it
-    and the CPU has it natively (:meth:`~robustlabel.engine.inference.WindowSettings.autocast_dtype`);
-    without ``amp``, float32 everywhere."""
-    return windows.autocast_dtype(device, amp_dtype_for(device, amp, amp_dtype)) if amp else None
+    :func:`~robustlabel.engine.config.amp_dtype_for` and the CPU's bf16 where ``windows`` (default
+    :data:`~robustlabel.engine.inference.POOL_WINDOWS`, the :class:`PseudoLabeller`'s) allow it and
+    the CPU has it natively (:meth:`~robustlabel.engine.inference.WindowSettings.autocast_dtype`);
+    without ``amp``, float32 everywhere.
+
+    Raises:
+        ValueError: an ``amp_dtype`` other than ``"auto"``, ``"bf16"`` or ``"fp16"`` (also without ``amp``).
+    """
+    device = torch.device(device)
+    cuda_dtype = amp_dtype_for(device, amp, amp_dtype)  # validates amp_dtype
+    return (POOL_WINDOWS if windows is None else windows).autocast_dtype(device, cuda_dtype) if amp else None
 
 
 @dataclass
@@ -335,7 +342,7 @@ class PseudoLabeller:
         self.num_workers = default_num_workers(self.device) if num_workers is None else int(num_workers)
         self.save_confidence = bool(save_confidence)
         self.windows = (POOL_WINDOWS if windows is None else windows).replace(sw_batch_size=sw_batch_size, overlap=overlap)
-        self.amp_dtype = labelling_dtype(self.windows, self.device, amp, amp_dtype)
+        self.amp_dtype = labelling_dtype(self.device, amp, amp_dtype, self.windows)
         self.channels_last = self.windows.channels_last_on(self.device) if channels_last is None else bool(channels_last)
         self.network = prepare_network(network, self.channels_last)
         self.inferer = self.windows.inferer(self.config.resolved_roi_size)
@@ -461,7 +468,7 @@ class PseudoLabeller:
                 "crop_align": bool(self.windows.crop_align),
                 "cpu_bf16": bool(self.windows.cpu_bf16),
                 "device": str(self.device),
-                "amp_dtype": None if self.amp_dtype is None else str(self.amp_dtype).replace("torch.", ""),
+                "amp_dtype": precision_name(self.amp_dtype),
             },
         }
         confidence = np.rint(max_prob * CONFIDENCE_SCALE).astype(np.uint8) if self.save_confidence else None

@@ -57,7 +57,6 @@ from .checkpoint import sha256_file
 from .config import INITS, SELECTIONS, TrainConfig, precision_name, precision_used
 from .datalist import require_clinician_labels
 from .distributed import current
-from .inference import POOL_WINDOWS
 from .pseudo_label import StudiesSink, labelling_dtype
 from .segmentation_steps import RoundResult, SegmentationSteps
 from .teacher_student import Outcome, StudentSpec, run_rounds
@@ -191,7 +190,7 @@ def protocol_note(config: RoundsConfig) -> str:
     student initialisation and precision."""
     train_cfg = config.train
     device = resolve_device(train_cfg.device)
-    pool = labelling_dtype(POOL_WINDOWS, device, train_cfg.amp, train_cfg.amp_dtype)
+    pool = labelling_dtype(device, train_cfg.amp, train_cfg.amp_dtype)
     return (f"Scored checkpoint: {config.select}; source weighting (mode): {train_cfg.mode}; student init: "
             f"{config.init}; precision: {precision_used(train_cfg.amp, train_cfg.amp_dtype, device)} on {device.type}"
             f" (pool pseudo-labelling: {precision_name(pool)}).")

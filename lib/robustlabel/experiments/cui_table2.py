@@ -72,7 +72,6 @@ from robustlabel.data.studies import FINAL, import_brats, read_manifest, select_
 from robustlabel.data.synthetic import write_synthetic_brats
 from robustlabel.engine.config import (INITS, PRECISIONS, SELECTIONS, TrainConfig, precision_name, precision_settings,
                                        precision_used)
-from robustlabel.engine.inference import POOL_WINDOWS
 from robustlabel.engine.distributed import barrier, broadcast_object, current, run_as_rank
 from robustlabel.engine.pseudo_label import StudiesSink, labelling_dtype
 from robustlabel.engine.rounds import split_cases
@@ -238,7 +237,9 @@ class Table2Config:
         roi_size: training crop = sliding window = TransBTS ``img_size``, multiples of 8.
         select: the checkpoint that pseudo-labels and is scored (``"last"`` epoch or ``"best"``
             validation Dice).
-        precision: ``"fp32"`` or ``"bf16"`` / ``"fp16"`` autocast on CUDA (CPU always runs fp32).
+        precision: ``"fp32"`` or ``"bf16"`` / ``"fp16"`` autocast on CUDA (CPU training always runs
+            fp32; with an autocast precision the CPU's pool pseudo-labelling runs bf16 where native,
+            :attr:`pool_precision`).
         init: students start from ``"scratch"`` or from their ``"teacher"``'s weights.
         num_workers: data-loader workers.
         threads: torch intra-op CPU threads.
@@ -341,7 +342,7 @@ class Table2Config:
         """What the pool's pseudo-labelling runs in: as training on CUDA; on the CPU bf16 with an
         autocast ``precision`` where the CPU has native bf16 (:func:`~robustlabel.engine.pseudo_label.labelling_dtype`)."""
         settings = precision_settings(self.precision)
-        return precision_name(labelling_dtype(POOL_WINDOWS, self.torch_device, settings["amp"], settings["amp_dtype"]))
+        return precision_name(labelling_dtype(self.torch_device, settings["amp"], settings["amp_dtype"]))
 
     def train_config(self) -> TrainConfig:
         """The engine recipe shared by every run (the loss on pseudo-labels and the seed vary).

@@ -13,7 +13,8 @@ Request → result:
    measured ``/infer`` defaults :data:`robustlabel.engine.inference.INFER_WINDOWS`; a request may
    override ``sw_batch_size``, ``sw_overlap``, ``sw_blend``, ``crop_margin`` (``none``: no crop),
    ``crop_align`` and ``cpu_bf16``, and ``sw_stock: true`` restores today's settings (no crop,
-   overlap 0.5, Gaussian blending, float32) (:func:`lib.conf.parse_sliding_window`; the settings
+   overlap 0.5, Gaussian blending; on the CPU float32 and the contiguous layout)
+   (:func:`lib.conf.parse_sliding_window`; the settings
    used are in the result JSON, with the network's dtype under ``network_dtype``);
 4. :func:`robustlabel.metrics.uncertainty.summarise_prediction`: ``ŷ = argmax p`` in BraTS values
    {0, 1, 2, 4} plus the case statistics the pool pseudo-labeller stores (voxel counts, mean
