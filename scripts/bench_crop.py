@@ -50,8 +50,7 @@ from robustlabel.data.transforms import infer_transforms
 from robustlabel.engine.checkpoint import load_network
 from robustlabel.engine.config import TrainConfig
 from robustlabel.engine.crop import DEFAULT_MARGIN, foreground_box
-from robustlabel.engine.inference import (WindowSettings, cpu_bf16_supported, default_channels_last,
-                                         predict_probabilities, prepare_network)
+from robustlabel.engine.inference import WindowSettings, cpu_bf16_supported, default_channels_last, prepare_network
 from robustlabel.engine.inference import BLEND_MODE, BLEND_MODES
 from robustlabel.markdown import markdown_table
 from robustlabel.engine.trainer import train
@@ -168,7 +167,6 @@ def main(argv: list[str] | None = None) -> dict:
         network, config = load_network(checkpoint, "cpu")
         network = CountingNetwork(prepare_network(network, default_channels_last(torch.device("cpu"))))
         options = settings(config.sw_batch_size, args.margins, args.overlaps, args.blends, args.sw_batch_sizes)
-        inferers = {name: s.inferer(config.resolved_roi_size) for name, s in options.items()}
         transforms = infer_transforms()
         times: dict[str, list[float]] = {name: [] for name in options}
         windows: dict[str, int] = {name: 0 for name in options}
@@ -185,8 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for name, s in options.items():
                     before = network.windows
                     t = time.perf_counter()
-                    probs = predict_probabilities(network, batch, inferers[name], s.autocast_dtype("cpu", None),
-                                                  crop_margin=s.crop_margin, crop_align=s.crop_align)
+                    probs = s.predict(network, batch, config.resolved_roi_size)
                     if r:
                         times[name].append(time.perf_counter() - t)
                     else:

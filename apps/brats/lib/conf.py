@@ -489,14 +489,13 @@ def parse_sliding_window(request: Mapping[str, Any], defaults: WindowSettings) -
         margin = None
     elif margin is not None:
         margin = parse_number("crop_margin", margin, int, lo=0)
-    windows = WindowSettings(
+    windows = defaults.replace(  # fields a request cannot set (the layout) stay the defaults'
         sw_batch_size=sw_batch_size,
         overlap=parse_number("sw_overlap", given(request, "sw_overlap", defaults.overlap), lo=0, hi=1, hi_open=True),
         crop_margin=margin,
         crop_align=parse_bool("crop_align", given(request, "crop_align", defaults.crop_align)),
         blend=blend,
         cpu_bf16=parse_bool("cpu_bf16", given(request, "cpu_bf16", defaults.cpu_bf16)),
-        cpu_channels_last=defaults.cpu_channels_last,
     )
     return WindowSettings.stock(sw_batch_size) if stock else windows
 

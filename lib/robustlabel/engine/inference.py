@@ -23,8 +23,8 @@ setting's WT/TC/ET Dice against the stock output and its window count and time, 
 
 Both came out the same: see the two constants.
 
-**bf16 on the CPU** (``cpu_bf16``): on CPUs whose oneDNN has native bf16 kernels (AVX512-BF16 or
-AMX; :func:`cpu_bf16_supported`) both defaults run the network under ``torch.autocast("cpu",
+**bf16 on the CPU** (``cpu_bf16``): on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX;
+:func:`cpu_bf16_supported`) both defaults run the network under ``torch.autocast("cpu",
 torch.bfloat16)``; the softmax stays float32.  Measured on a 2-core AMD EPYC (AVX512-BF16), the
 full TransBTS per 4×128³ window, float32 → bf16: 6.48 → 2.75 s in batches of 4 (the defaults'
 ``sw_batch_size``), 4.65 → 3.40 s one at a time (6.28 → 2.86 s in another run); the tiny one,
